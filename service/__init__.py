@@ -1,0 +1,1 @@
+"""The inference service: ONNX image classifiers over HTTP with dynamic batching (see app.py)."""

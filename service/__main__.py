@@ -1,0 +1,25 @@
+"""`python -m service [--host H] [--port P] [--model-repository DIR]`; flags override SERVE_* variables."""
+
+import argparse
+import logging
+
+import uvicorn
+
+from service.app import create_app
+from service.config import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m service", description="Serve the model repository over HTTP.")
+    parser.add_argument("--host", help="address to bind (SERVE_HOST)")
+    parser.add_argument("--port", type=int, help="port to bind (SERVE_PORT)")
+    parser.add_argument("--model-repository", help="model repository directory (SERVE_MODEL_REPOSITORY)")
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if value is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

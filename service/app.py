@@ -1,0 +1,210 @@
+"""`create_app()`: the FastAPI app, its lifespan (which owns every resource) and its error mapping.
+
+Startup returns at once: models load and warm up in a background task while `/healthz` answers
+and `/readyz` says 503. A model that fails to load is marked failed with its reason; the others serve.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import onnxruntime as ort
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.batcher import DynamicBatcher
+from service.config import Settings
+from service.engine import Engine, provider_specs, resolve_providers
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.model_config import Batching
+from service.preprocess import Preprocessor
+from service.repository import RepositoryError, list_models, load_source
+from service.routes import classify, health, models
+from service.schemas import BatchingInfo, ModelState
+from service.state import ModelEntry, ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def effective_batching(defaults: Batching, settings: Settings) -> BatchingInfo:
+    """config.json's batching with each setting that is not None overriding it."""
+    max_batch = settings.max_batch_size or defaults.max_batch_size
+    preferred = settings.preferred_batch_sizes
+    if preferred is None:
+        preferred = defaults.preferred_batch_sizes
+    delay = defaults.max_queue_delay_ms if settings.max_queue_delay_ms is None else settings.max_queue_delay_ms
+    return BatchingInfo(
+        max_batch_size=max_batch,
+        preferred_batch_sizes=sorted({n for n in preferred if n <= max_batch}),
+        max_queue_delay_ms=delay,
+        max_queue_size=settings.max_queue_size or defaults.max_queue_size,
+        batches_in_flight=settings.batches_in_flight,
+    )
+
+
+def load_model(entry: ModelEntry, settings: Settings) -> None:
+    """Blocking (run it in a thread): read the repository, build the session, warm it up."""
+    source = load_source(settings.model_repository, entry.name)
+    config = source.config
+    batching = effective_batching(config.batching, settings)
+    providers = resolve_providers(settings.providers, ort.get_available_providers())
+    specs = provider_specs(
+        providers,
+        input_spec=config.input,
+        max_batch_size=batching.max_batch_size,
+        opt_batch_size=max(batching.preferred_batch_sizes, default=batching.max_batch_size),
+        device_id=settings.device_id,
+        trt_fp16=settings.trt_fp16,
+        trt_cache_dir=settings.trt_cache_dir,
+    )
+    engine = Engine(
+        source.onnx_path,
+        input_spec=config.input,
+        output_spec=config.output,
+        providers=specs,
+        intra_op_threads=settings.intra_op_threads,
+    )
+    try:
+        if settings.warmup:
+            engine.warmup([1, *batching.preferred_batch_sizes, batching.max_batch_size])
+    except BaseException:
+        engine.close()
+        raise
+    entry.source = source
+    entry.batching = batching
+    entry.preprocessor = Preprocessor(config.preprocessing, config.input, max_pixels=settings.max_image_pixels)
+    entry.engine = engine
+
+
+async def load_all(state: ServiceState) -> None:
+    for entry in state.models.values():
+        try:
+            await asyncio.to_thread(load_model, entry, state.settings)
+        except Exception as e:
+            entry.state, entry.reason = ModelState.FAILED, str(e)
+            log.error("model %r failed to load: %s", entry.name, e)
+            continue
+        batching = entry.batching
+        entry.executor = ThreadPoolExecutor(batching.batches_in_flight, thread_name_prefix=f"infer-{entry.name}")
+        entry.batcher = DynamicBatcher(
+            entry.engine.run,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_ms=batching.max_queue_delay_ms,
+            max_queue_size=batching.max_queue_size,
+            preferred_batch_sizes=batching.preferred_batch_sizes,
+            batches_in_flight=batching.batches_in_flight,
+            executor=entry.executor,
+            on_batch=state.metrics.batch_observer(entry.name),
+            name=entry.name,
+        )
+        entry.batcher.start()
+        entry.state = ModelState.READY
+        log.info("model %r v%d ready on %s", entry.name, entry.source.version, entry.engine.providers_in_use)
+
+
+def _watch_metrics(state: ServiceState) -> None:
+    metrics = state.metrics
+    metrics.models_ready.set_function(lambda: sum(e.state is ModelState.READY for e in state.models.values()))
+    for entry in state.models.values():
+        metrics.queue_depth.labels(entry.name).set_function(lambda e=entry: e.batcher.queue_depth if e.batcher else 0)
+
+
+async def _shutdown(state: ServiceState, loader: asyncio.Task) -> None:
+    loader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loader
+    for entry in state.models.values():
+        if entry.state is ModelState.READY:
+            entry.state, entry.reason = ModelState.LOADING, "shutting down"
+        if entry.batcher is not None:
+            await entry.batcher.stop()  # drains: queued images still get answers
+        if entry.executor is not None:
+            entry.executor.shutdown(wait=True)
+        if entry.engine is not None:
+            entry.engine.close()
+    state.decode_executor.shutdown(wait=True)
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """The one place errors become responses."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status_code, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(422, "validation_error", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal_error", "internal server error")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState(
+            settings=settings,
+            metrics=Metrics(),
+            decode_executor=ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode"),
+        )
+        try:
+            names = settings.models or list_models(settings.model_repository)
+        except RepositoryError as e:
+            log.error("%s", e)
+            names = []
+        state.models = {name: ModelEntry(name) for name in names}
+        _watch_metrics(state)
+        app.state.service = state
+        loader = asyncio.create_task(load_all(state), name="load-models")
+        try:
+            yield
+        finally:
+            await _shutdown(state, loader)
+
+    app = FastAPI(title="cnn-serve", summary="ONNX image classifiers with dynamic batching.", lifespan=lifespan)
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def observe_requests(request: Request, call_next):
+        if request.url.path != "/v1/classify":
+            return await call_next(request)
+        started, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            state: ServiceState = request.app.state.service
+            model = request.query_params.get("model", "")
+            label = model if model in state.models else "unknown"  # bounded label values
+            state.metrics.requests.labels(label, str(status)).inc()
+            state.metrics.request_latency.labels(label).observe(time.perf_counter() - started)
+
+    app.include_router(classify.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

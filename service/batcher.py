@@ -1,0 +1,239 @@
+"""The dynamic batcher, after Ray Serve's `@serve.batch` and Triton's dynamic batcher.
+
+One `_Pending` item per image waits in a bounded queue. A background task forms a batch when
+`max_batch_size` items are waiting, when the oldest has waited `max_queue_delay`, or early at a
+preferred batch size once no more items are arriving. Batches run in a thread pool, up to
+`batches_in_flight` at once, so the next batch forms while one runs. Every future is resolved
+exactly once, and only if nobody cancelled it (a client that disconnects cancels its future).
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull, ServiceError
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[np.ndarray], np.ndarray]
+BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
+DRAIN_WINDOW_S = 10.0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    output: np.ndarray  # this item's row of the batch output
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass(eq=False)
+class _Pending:
+    array: np.ndarray
+    future: asyncio.Future
+    enqueued_at: float  # time.monotonic()
+    deadline: float | None  # time.monotonic(); None waits forever
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        max_queue_size: int,
+        preferred_batch_sizes: Sequence[int] = (),
+        batches_in_flight: int = 2,
+        executor: Executor | None = None,
+        on_batch: BatchObserver | None = None,
+        name: str = "",
+    ):
+        if max_batch_size < 1 or max_queue_size < 1 or batches_in_flight < 1:
+            raise ValueError(f"{name}: max_batch_size, max_queue_size and batches_in_flight must be >= 1")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay_ms / 1000
+        self.max_queue_size = max_queue_size
+        self.preferred_batch_sizes = tuple(sorted({n for n in preferred_batch_sizes if n <= max_batch_size}))
+        self.batches_in_flight = batches_in_flight
+        self._run = run
+        self._executor = executor
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(batches_in_flight)
+        self._running: set[asyncio.Task] = set()
+        self._loop_task: asyncio.Task | None = None
+        self._stopping = False
+        self._completed: deque[tuple[float, int]] = deque()  # (time, items) per finished batch
+
+    # -- public -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background task; call from the event loop."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+            self._loop_task.add_done_callback(self._loop_done)
+
+    def _loop_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("model %r: batcher stopped", self.name, exc_info=task.exception())
+
+    def enqueue(self, arrays: Sequence[np.ndarray], deadline: float | None = None) -> list[asyncio.Future]:
+        """Queue one item per array, all or none; returns their futures (awaiting gives a BatchResult)."""
+        if self._stopping or self._loop_task is None:
+            raise ModelNotReady(f"model {self.name!r} is not accepting requests")
+        if len(self._queue) + len(arrays) > self.max_queue_size:
+            raise QueueFull(
+                f"model {self.name!r} has {len(self._queue)} images queued (max {self.max_queue_size})",
+                retry_after=self.retry_after(len(arrays)),
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        items = [_Pending(a, loop.create_future(), now, deadline) for a in arrays]
+        self._queue.extend(items)
+        self._arrived.set()
+        return [item.future for item in items]
+
+    async def submit(self, array: np.ndarray, deadline: float | None = None) -> BatchResult:
+        (future,) = self.enqueue([array], deadline)
+        return await future
+
+    async def stop(self) -> None:
+        """Stop accepting, run everything already queued, wait for running batches."""
+        self._stopping = True
+        self._arrived.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def drain_rate(self) -> float:
+        """Images per second finished over the last few seconds; 0.0 before any batch finishes."""
+        now = time.monotonic()
+        while self._completed and now - self._completed[0][0] > DRAIN_WINDOW_S:
+            self._completed.popleft()
+        if not self._completed:
+            return 0.0
+        span = max(now - self._completed[0][0], 1e-3)
+        return sum(n for _, n in self._completed) / span
+
+    def retry_after(self, extra: int = 1) -> int:
+        """Whole seconds until the queue should have room for `extra` more, from the drain rate (1..60)."""
+        rate = self.drain_rate
+        if rate <= 0:
+            return 1
+        must_leave = max(1, len(self._queue) + extra - self.max_queue_size)
+        return min(60, max(1, math.ceil(must_leave / rate)))
+
+    # -- the background task ------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            while not self._queue:
+                if self._stopping:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._slots.acquire()  # form the batch only when it can run, so it takes the newest items
+            try:
+                batch = await self._form_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _drop_dead(self) -> None:
+        """Remove items whose client left (future cancelled) or whose deadline passed (504, never run)."""
+        now = time.monotonic()
+        alive = deque()
+        for item in self._queue:
+            if item.future.done():
+                continue
+            if item.deadline is not None and now >= item.deadline:
+                waited_ms = (now - item.enqueued_at) * 1000
+                item.future.set_exception(DeadlineExceeded(f"deadline passed after {waited_ms:.0f} ms in the queue"))
+                continue
+            alive.append(item)
+        self._queue = alive
+
+    async def _form_batch(self) -> list[_Pending]:
+        while True:
+            self._drop_dead()
+            n = len(self._queue)
+            if n == 0:
+                return []
+            if n >= self.max_batch_size or self._stopping:
+                return self._take(min(n, self.max_batch_size))
+            remaining = self._queue[0].enqueued_at + self.max_queue_delay - time.monotonic()
+            if remaining <= 0:
+                return self._take(n)
+            if self.preferred_batch_sizes and n >= self.preferred_batch_sizes[0]:
+                await asyncio.sleep(0)  # let requests that are arriving right now enqueue
+                if len(self._queue) == n:  # the queue is momentarily quiet: dispatch a preferred size
+                    return self._take(max(p for p in self.preferred_batch_sizes if p <= n))
+                continue
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _take(self, n: int) -> list[_Pending]:
+        return [self._queue.popleft() for _ in range(n)]
+
+    def _timed_run(self, batch: np.ndarray) -> tuple[np.ndarray, float, float]:
+        started = time.monotonic()
+        output = self._run(batch)
+        return output, started, time.monotonic()
+
+    async def _run_batch(self, items: list[_Pending]) -> None:
+        try:
+            batch = np.stack([item.array for item in items])
+            loop = asyncio.get_running_loop()
+            output, started, finished = await loop.run_in_executor(self._executor, self._timed_run, batch)
+            if not isinstance(output, np.ndarray) or output.ndim < 1 or output.shape[0] != len(items):
+                shape = getattr(output, "shape", type(output).__name__)
+                raise InferenceFailed(f"model returned {shape} for a batch of {len(items)}")
+            inference_ms = (finished - started) * 1000
+            for item, row in zip(items, output, strict=True):
+                if not item.future.done():
+                    queue_ms = (started - item.enqueued_at) * 1000
+                    item.future.set_result(BatchResult(row, queue_ms, inference_ms, len(items)))
+            self._completed.append((finished, len(items)))
+            if self._on_batch is not None:
+                self._on_batch(len(items), finished - started)
+        except Exception as e:
+            if isinstance(e, ServiceError):
+                message = e.message
+            else:
+                log.exception("model %r: batch of %d failed", self.name, len(items))
+                message = f"inference failed for a batch of {len(items)}: {type(e).__name__}"
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(InferenceFailed(message))
+        except asyncio.CancelledError:
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(ModelNotReady(f"model {self.name!r} is shutting down"))
+            raise
+        finally:
+            self._slots.release()

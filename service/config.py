@@ -1,0 +1,67 @@
+"""Service settings, read from the environment (`SERVE_*`) and overridable by `python -m service` flags."""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def _split(value: object) -> object:
+    """Accept "a,b,c" (the environment) as well as a list (Python)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVE_", protected_namespaces=(), frozen=True)
+
+    # Where models come from.
+    model_repository: Path = Field(Path("model_repository"), description="Model repository directory.")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated model names to serve; empty serves all in the repository."
+    )
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tensorrt", "cuda", "cpu"],
+        description="ONNX Runtime execution providers in order of preference; those not installed are skipped.",
+    )
+    device_id: int = Field(0, ge=0, description="GPU index for the CUDA and TensorRT providers.")
+    trt_fp16: bool = Field(True, description="Let TensorRT build fp16 kernels.")
+    trt_cache_dir: Path = Field(Path(".trt_cache"), description="TensorRT engine and timing cache directory.")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 lets it choose.")
+    warmup: bool = Field(True, description="Run each model once at every batch size it will see before ready.")
+
+    # HTTP.
+    host: str = Field("0.0.0.0", description="Address to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
+    max_request_bytes: int = Field(16 * MiB, ge=1, description="Largest request body accepted (413 above).")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width*height, checked before decoding.")
+    max_images_per_request: int = Field(64, ge=1, description="Most images in one request (413 above).")
+    default_top_k: int = Field(5, ge=1, description="Classes returned per image when the request has no top_k.")
+    max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask for (422 above).")
+    request_timeout_ms: float = Field(30_000, gt=0, description="Default deadline per request; timeout_ms overrides.")
+    decode_workers: int = Field(2, ge=1, description="Threads decoding and preprocessing images.")
+
+    # Dynamic batching: None keeps the value in the model's config.json.
+    max_batch_size: int | None = Field(None, ge=1, description="Override config.json's max_batch_size.")
+    max_queue_delay_ms: float | None = Field(None, ge=0, description="Override config.json's max_queue_delay_ms.")
+    preferred_batch_sizes: Annotated[list[int] | None, NoDecode] = Field(
+        None, description="Override config.json's preferred_batch_sizes (comma-separated)."
+    )
+    max_queue_size: int | None = Field(None, ge=1, description="Override config.json's max_queue_size.")
+    batches_in_flight: int = Field(2, ge=1, description="Batches per model running at once (one forms while one runs).")
+
+    @field_validator("models", "providers", "preferred_batch_sizes", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(size < 1 for size in value):
+            raise ValueError(f"preferred_batch_sizes must be positive, got {value}")
+        return value

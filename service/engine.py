@@ -1,0 +1,162 @@
+"""One ONNX Runtime session for one model version: `run(batch) -> logits`.
+
+Execution providers and their options are plain data (`ProviderSpec`), built by `provider_specs`,
+so what the service asks of TensorRT and CUDA is testable on a machine without either.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.errors import InferenceFailed
+from service.model_config import TensorSpec
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+CPU = PROVIDER_NAMES["cpu"]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str  # ONNX Runtime's name, e.g. "CUDAExecutionProvider"
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Short names ("tensorrt", "cuda", "cpu") or full names -> the available ones, in the order asked.
+
+    CPU is always the last resort: a service configured for GPUs still starts (and says so) without one.
+    """
+    resolved = []
+    for name in requested:
+        full = PROVIDER_NAMES.get(name.lower(), name)
+        if full not in PROVIDER_NAMES.values() and full not in available:
+            raise ValueError(f"unknown execution provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
+        if full in available and full not in resolved:
+            resolved.append(full)
+    if not resolved:
+        log.warning("none of the providers %s is available (have %s); using CPU", list(requested), list(available))
+        resolved = [CPU]
+    return resolved
+
+
+def _shape(input_name: str, spec: TensorSpec, batch: int) -> str:
+    return f"{input_name}:" + "x".join(str(batch if d == -1 else d) for d in spec.shape)
+
+
+def provider_specs(
+    providers: Sequence[str],
+    *,
+    input_spec: TensorSpec,
+    max_batch_size: int,
+    opt_batch_size: int,
+    device_id: int = 0,
+    trt_fp16: bool = True,
+    trt_cache_dir: Path = Path(".trt_cache"),
+) -> list[ProviderSpec]:
+    """The options each provider gets. TensorRT: one optimization profile from batch 1 to max_batch_size."""
+    specs = []
+    for name in providers:
+        if name == PROVIDER_NAMES["tensorrt"]:
+            options = {
+                "device_id": str(device_id),
+                "trt_fp16_enable": str(trt_fp16),
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(trt_cache_dir),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(trt_cache_dir),
+                "trt_profile_min_shapes": _shape(input_spec.name, input_spec, 1),
+                "trt_profile_opt_shapes": _shape(input_spec.name, input_spec, opt_batch_size),
+                "trt_profile_max_shapes": _shape(input_spec.name, input_spec, max_batch_size),
+            }
+        elif name == PROVIDER_NAMES["cuda"]:
+            options = {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE"}
+        else:
+            options = {}
+        specs.append(ProviderSpec(name, options))
+    return specs
+
+
+def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    return options
+
+
+SessionFactory = Callable[..., ort.InferenceSession]
+
+
+class Engine:
+    """An InferenceSession; if a provider fails to initialize, retries without it, down to CPU."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_spec: TensorSpec,
+        output_spec: TensorSpec,
+        providers: Sequence[ProviderSpec],
+        intra_op_threads: int = 0,
+        session_factory: SessionFactory = ort.InferenceSession,
+    ):
+        self.input_spec = input_spec
+        self.output_spec = output_spec
+        self._dtype = np.dtype(input_spec.dtype)
+        candidates = list(providers)
+        if not any(p.name == CPU for p in candidates):
+            candidates.append(ProviderSpec(CPU))
+        while True:
+            try:
+                self._session = session_factory(
+                    str(path),
+                    sess_options=session_options(intra_op_threads),
+                    providers=[p.name for p in candidates],
+                    provider_options=[p.options for p in candidates],
+                )
+                break
+            except Exception as e:
+                if len(candidates) == 1:
+                    raise
+                log.warning("%s: %s failed (%s); retrying without it", path, candidates[0].name, e)
+                candidates = candidates[1:]
+        inputs = [i.name for i in self._session.get_inputs()]
+        outputs = [o.name for o in self._session.get_outputs()]
+        if input_spec.name not in inputs or output_spec.name not in outputs:
+            raise ValueError(
+                f"{path} has inputs {inputs} and outputs {outputs}; config.json expects "
+                f"{input_spec.name!r} -> {output_spec.name!r}"
+            )
+
+    @property
+    def providers_in_use(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) of the input dtype -> (N, num_classes) float32 logits; checks both ends."""
+        expected = tuple(self.input_spec.shape[1:])
+        if batch.ndim != 4 or batch.shape[1:] != expected or batch.dtype != self._dtype:
+            raise ValueError(f"batch is {batch.dtype}{batch.shape}, expected {self._dtype}(N, *{expected})")
+        (logits,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
+        if logits.ndim != 2 or logits.shape[0] != batch.shape[0]:
+            raise InferenceFailed(f"model returned shape {logits.shape} for a batch of {batch.shape[0]}")
+        return logits.astype(np.float32, copy=False)
+
+    def warmup(self, batch_sizes: Sequence[int]) -> None:
+        """One run per batch size, so allocations and TensorRT engines are ready before traffic."""
+        for n in sorted(set(batch_sizes)):
+            self.run(np.zeros((n, *self.input_spec.shape[1:]), dtype=self._dtype))
+
+    def close(self) -> None:
+        self._session = None  # ONNX Runtime frees the session when its last reference goes

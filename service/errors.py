@@ -1,0 +1,92 @@
+"""Every error a client can see: an HTTP status and a stable code, mapped to JSON in one place (app.py).
+
+Clients get `{"error": {"code": "...", "message": "..."}}` and never a stack trace.
+"""
+
+
+class ServiceError(Exception):
+    """Base class: `status_code` and `code` are fixed per subclass; `message` is for humans."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidImage(ServiceError):
+    """The bytes are a supported format but cannot be decoded (truncated, corrupt, empty)."""
+
+    status_code = 400
+    code = "invalid_image"
+
+
+class BadRequest(ServiceError):
+    """A malformed body: bad base64, broken multipart, no images."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class RequestTooLarge(ServiceError):
+    status_code = 413
+    code = "request_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    """width * height over the limit, found from the header before any pixel is decoded."""
+
+    status_code = 413
+    code = "image_too_large"
+
+
+class TooManyImages(ServiceError):
+    status_code = 413
+    code = "too_many_images"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidArgument(ServiceError):
+    status_code = 422
+    code = "invalid_argument"
+
+
+class QueueFull(ServiceError):
+    """The model's queue is at max_queue_size; retry after the time the queue needs to drain."""
+
+    status_code = 429
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class ModelNotReady(ServiceError):
+    """The model is loading, failed to load, or the service is shutting down."""
+
+    status_code = 503
+    code = "model_not_ready"
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+class InferenceFailed(ServiceError):
+    """The engine raised or returned outputs that do not match the inputs."""
+
+    status_code = 500
+    code = "inference_failed"

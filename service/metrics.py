@@ -1,0 +1,50 @@
+"""Prometheus metrics on a registry per app (tests build many apps; the global registry would collide)."""
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+IMAGES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        by_model = ["model"]
+        self.requests = Counter(
+            "cnnserve_requests", "Classify requests by model and status.", ["model", "code"], registry=r
+        )
+        self.request_latency = Histogram(
+            "cnnserve_request_duration_seconds", "Classify request latency.", by_model, buckets=SECONDS, registry=r
+        )
+        self.queue_time = Histogram(
+            "cnnserve_queue_duration_seconds",
+            "Time an image waited for a batch.",
+            by_model,
+            buckets=SECONDS,
+            registry=r,
+        )
+        self.inference_time = Histogram(
+            "cnnserve_inference_duration_seconds", "Time one batch ran.", by_model, buckets=SECONDS, registry=r
+        )
+        self.batch_size = Histogram(
+            "cnnserve_batch_size", "Images per batch run.", by_model, buckets=IMAGES, registry=r
+        )
+        self.queue_depth = Gauge("cnnserve_queue_depth", "Images waiting in a model's queue.", by_model, registry=r)
+        self.models_ready = Gauge("cnnserve_models_ready", "Models loaded, warmed and serving.", registry=r)
+
+    def batch_observer(self, model: str) -> Callable[[int, float], None]:
+        """For DynamicBatcher(on_batch=...): records each batch's size and inference time."""
+        size, seconds = self.batch_size.labels(model), self.inference_time.labels(model)
+
+        def observe(batch_size: int, inference_s: float) -> None:
+            size.observe(batch_size)
+            seconds.observe(inference_s)
+
+        return observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

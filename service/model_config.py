@@ -1,0 +1,107 @@
+"""The model repository's `config.json`, as pydantic models: written by export, read by the service.
+
+Layout, after Triton's model repository:
+
+    model_repository/
+      resnet50/
+        config.json      # this schema: card, I/O spec, preprocessing, batching, one entry per version
+        labels.txt       # one class name per line, index order
+        1/model.onnx
+        2/model.onnx
+
+One definition of the format serves both sides, so they cannot drift apart.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: Literal["float32", "float16", "uint8"]
+    shape: tuple[int, ...]  # -1 marks the dynamic batch dimension
+    layout: Literal["NCHW", "NC"] = "NCHW"
+
+
+class Preprocessing(_Strict):
+    """How an image becomes the input tensor: resize short side, center crop, scale, normalize."""
+
+    color_mode: Literal["RGB", "L"]
+    resize_size: int = Field(gt=0)
+    crop_size: tuple[int, int]  # (H, W)
+    interpolation: Literal["nearest", "bilinear", "bicubic"]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    # True when the graph takes uint8 pixels and normalizes itself (the host ships 1/4 of the bytes).
+    fused: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        channels = 3 if self.color_mode == "RGB" else 1
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"mean/std need {channels} values for {self.color_mode}")
+        if self.resize_size < min(self.crop_size):
+            raise ValueError(f"resize_size {self.resize_size} is smaller than crop_size {self.crop_size}")
+        return self
+
+
+class Batching(_Strict):
+    """Dynamic-batching defaults; the service's environment may override each."""
+
+    max_batch_size: int = Field(32, ge=1)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+    max_queue_size: int = Field(256, ge=1)
+
+
+class Weights(_Strict):
+    """Where the weights came from, so nobody mistakes random weights for a trained model."""
+
+    source: Literal["imagenet", "checkpoint", "random"]
+    uri: str | None = None  # checkpoint URL or path
+    sha256: str | None = None
+    accuracy: dict[str, float] = {}  # e.g. {"imagenet_top1": 80.858} or {"digits_test": 98.9}
+
+
+class Parity(_Strict):
+    """ONNX Runtime against PyTorch on the same input, measured at export."""
+
+    max_abs_diff_softmax: float
+    max_rel_diff_logits: float
+    top5_agreement: float
+    tolerance: float
+    passed: bool
+
+
+class Version(_Strict):
+    file: str  # relative to the model's folder, e.g. "1/model.onnx"
+    sha256: str
+    precision: Literal["fp32", "fp16"]
+    weights: Weights
+    parity: Parity | None = None
+    opset: int
+    exporter: str  # e.g. "torch 2.13.0"
+    exported_at: str  # ISO 8601, UTC
+
+
+class ModelConfig(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str
+    card: dict  # models.card.ModelCard as a dict: family, year, paper, ...
+    input: TensorSpec
+    output: TensorSpec
+    preprocessing: Preprocessing
+    labels_file: str = "labels.txt"
+    batching: Batching = Batching()
+    versions: dict[int, Version]
+
+    @property
+    def latest_version(self) -> int:
+        return max(self.versions)

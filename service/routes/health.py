@@ -1,0 +1,33 @@
+"""`GET /healthz` (the process is alive), `GET /readyz` (every model is ready), `GET /metrics`."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from service.metrics import CONTENT_TYPE
+from service.schemas import Health, Readiness
+from service.state import ServiceState, get_state
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
+    """200 once every configured model is loaded and warmed; 503 with each model's state until then."""
+    readiness = Readiness(
+        ready=state.all_ready,
+        models={name: entry.state for name, entry in state.models.items()},
+        reasons={name: entry.reason for name, entry in state.models.items() if entry.reason},
+    )
+    return JSONResponse(readiness.model_dump(mode="json"), status_code=200 if readiness.ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,106 @@
+"""Request and response bodies (pydantic models only)."""
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from service.model_config import Preprocessing, TensorSpec, Weights
+
+
+class Base64Images(BaseModel):
+    """`POST /v1/classify` with Content-Type application/json."""
+
+    images: list[str] = Field(min_length=1, description="Images as base64 (a data: URL prefix is accepted).")
+
+
+class Prediction(BaseModel):
+    index: int
+    label: str
+    probability: float
+
+    @classmethod
+    def top_k(cls, logits: np.ndarray, labels: Sequence[str], k: int) -> list["Prediction"]:
+        """Softmax over one row of logits (shifted by its max, so it cannot overflow), highest k first."""
+        z = logits.astype(np.float64) - np.max(logits)
+        p = np.exp(z)
+        p /= p.sum()
+        k = min(k, p.size)
+        top = np.argpartition(-p, k - 1)[:k]
+        top = top[np.argsort(-p[top], kind="stable")]
+        return [cls(index=int(i), label=labels[i], probability=float(p[i])) for i in top]
+
+
+class Timing(BaseModel):
+    decode_ms: float
+    queue_ms: float
+    inference_ms: float
+
+
+class ImageResult(BaseModel):
+    predictions: list[Prediction]
+    timing: Timing
+    batch_size: int = Field(description="Images in the batch this one ran in.")
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: int
+    weights: Weights
+    results: list[ImageResult]
+
+
+class ModelState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class BatchingInfo(BaseModel):
+    """Batching in effect: config.json's values with the environment's overrides applied."""
+
+    max_batch_size: int
+    preferred_batch_sizes: list[int]
+    max_queue_delay_ms: float
+    max_queue_size: int
+    batches_in_flight: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    state: ModelState
+    reason: str | None = None
+    version: int | None = None
+    versions: list[int] = []
+    card: dict | None = None
+    input: TensorSpec | None = None
+    output: TensorSpec | None = None
+    preprocessing: Preprocessing | None = None
+    batching: BatchingInfo | None = None
+    providers: list[str] = []
+    weights: Weights | None = None
+    queue_depth: int = 0
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: dict[str, ModelState]
+    reasons: dict[str, str] = {}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,59 @@
+"""The one typed object the lifespan keeps on `app.state.service`: every resource the app owns."""
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from service.batcher import DynamicBatcher
+from service.config import Settings
+from service.engine import Engine
+from service.errors import ModelNotFound, ModelNotReady
+from service.metrics import Metrics
+from service.preprocess import Preprocessor
+from service.repository import ModelSource
+from service.schemas import BatchingInfo, ModelState
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    state: ModelState = ModelState.LOADING
+    reason: str | None = None  # why it failed
+    source: ModelSource | None = None
+    batching: BatchingInfo | None = None
+    preprocessor: Preprocessor | None = None
+    engine: Engine | None = None
+    batcher: DynamicBatcher | None = None
+    executor: ThreadPoolExecutor | None = None  # runs this model's batches
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    decode_executor: ThreadPoolExecutor
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self.models.get(name)
+        if entry is None:
+            available = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"no model named {name!r}; available: {available}")
+        return entry
+
+    def ready(self, name: str) -> ModelEntry:
+        entry = self.get(name)
+        if entry.state is not ModelState.READY:
+            detail = f": {entry.reason}" if entry.reason else ""
+            raise ModelNotReady(f"model {name!r} is {entry.state.value}{detail}")
+        return entry
+
+    @property
+    def all_ready(self) -> bool:
+        return bool(self.models) and all(e.state is ModelState.READY for e in self.models.values())
+
+
+def get_state(request: Request) -> ServiceState:
+    """FastAPI dependency: the state the lifespan built."""
+    return request.app.state.service

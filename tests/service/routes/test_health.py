@@ -1,0 +1,68 @@
+import threading
+
+from fastapi.testclient import TestClient
+
+import service.app
+from service.app import create_app
+from service.config import Settings
+from tests.service.conftest import image_bytes, wait_ready, write_rgb
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_reports_loading_then_ready(model_repo, monkeypatch):
+    gate = threading.Event()
+    load = service.app.load_model
+
+    def slow_load(entry, settings):
+        gate.wait(30)
+        load(entry, settings)
+
+    monkeypatch.setattr(service.app, "load_model", slow_load)
+    settings = Settings(model_repository=model_repo, providers=["cpu"], intra_op_threads=1)
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["models"] == {"tiny_gray": "loading", "tiny_rgb": "loading"}
+        assert client.get("/healthz").status_code == 200
+        not_ready = client.post("/v1/classify?model=tiny_rgb", content=image_bytes())
+        assert not_ready.status_code == 503 and not_ready.json()["error"]["code"] == "model_not_ready"
+        gate.set()
+        wait_ready(client)
+        response = client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json()["ready"] is True
+
+
+def test_readyz_503_when_a_model_failed(make_client, tmp_path):
+    write_rgb(tmp_path, "good")
+    (write_rgb(tmp_path, "bad") / "config.json").unlink()
+    client = make_client(tmp_path)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["models"] == {"bad": "failed", "good": "ready"}
+    assert "config.json is missing" in response.json()["reasons"]["bad"]
+    error = client.post("/v1/classify?model=bad", content=image_bytes()).json()["error"]
+    assert error["code"] == "model_not_ready" and "missing" in error["message"]
+    assert client.post("/v1/classify?model=good", content=image_bytes()).status_code == 200
+
+
+def test_metrics(client):
+    client.post("/v1/classify?model=tiny_rgb", content=image_bytes(), headers={"content-type": "image/png"})
+    client.post("/v1/classify?model=nope", content=image_bytes())
+    text = client.get("/metrics").text
+    for name in (
+        "cnnserve_requests_total",
+        "cnnserve_request_duration_seconds",
+        "cnnserve_queue_duration_seconds",
+        "cnnserve_inference_duration_seconds",
+        "cnnserve_batch_size",
+        "cnnserve_queue_depth",
+        "cnnserve_models_ready",
+    ):
+        assert name in text
+    assert 'cnnserve_requests_total{code="200",model="tiny_rgb"} 1.0' in text
+    assert 'cnnserve_requests_total{code="404",model="unknown"} 1.0' in text
+    assert "cnnserve_models_ready 2.0" in text

@@ -1,0 +1,43 @@
+from tests.service.conftest import write_rgb
+
+
+def test_list_models(client):
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert set(models) == {"tiny_gray", "tiny_rgb"}
+    assert all(m["state"] == "ready" for m in models.values())
+
+
+def test_model_detail(make_client):
+    client = make_client(max_batch_size=4, preferred_batch_sizes=[2, 4, 16], batches_in_flight=3)
+    info = client.get("/v1/models/tiny_rgb").json()
+    assert info["state"] == "ready" and info["reason"] is None
+    assert info["version"] == 1 and info["versions"] == [1]
+    assert info["card"]["family"] == "tiny"
+    assert info["input"] == {"name": "input", "dtype": "float32", "shape": [-1, 3, 16, 16], "layout": "NCHW"}
+    assert info["preprocessing"]["crop_size"] == [16, 16]
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["weights"]["source"] == "random"
+    # Settings override config.json (max 8, delay 5 ms, queue 64); preferred sizes above the max are dropped.
+    assert info["batching"] == {
+        "max_batch_size": 4,
+        "preferred_batch_sizes": [2, 4],
+        "max_queue_delay_ms": 5.0,
+        "max_queue_size": 64,
+        "batches_in_flight": 3,
+    }
+
+
+def test_unknown_model_is_404(client):
+    response = client.get("/v1/models/nope")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_failed_model_shows_its_reason(make_client, tmp_path):
+    write_rgb(tmp_path, "good")
+    bad = write_rgb(tmp_path, "bad")
+    (bad / "1" / "model.onnx").write_bytes(b"tampered")
+    client = make_client(tmp_path)
+    info = client.get("/v1/models/bad").json()
+    assert info["state"] == "failed" and "sha256" in info["reason"]
+    assert client.get("/v1/models/good").json()["state"] == "ready"

@@ -1,0 +1,74 @@
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+
+import service.routes.classify
+from service.app import create_app, effective_batching
+from service.config import Settings
+from service.model_config import Batching
+from tests.service.conftest import image_bytes, wait_ready
+
+PNG = {"content": image_bytes(), "headers": {"content-type": "image/png"}}
+
+
+def test_unexpected_errors_are_500_without_a_stack_trace(make_client, monkeypatch, caplog):
+    client = make_client(raise_server_exceptions=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(service.routes.classify.Prediction, "top_k", broken)
+    response = client.post("/v1/classify?model=tiny_rgb", **PNG)
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal server error"}}
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert "secret internals" in caplog.text  # logged server-side
+
+
+def test_unknown_route_and_method_use_the_error_shape(client):
+    assert client.get("/v2/nothing").json()["error"]["code"] == "not_found"
+    response = client.get("/v1/classify?model=tiny_rgb")
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_settings_override_config_batching():
+    defaults = Batching(max_batch_size=32, preferred_batch_sizes=(8, 16), max_queue_delay_ms=2, max_queue_size=256)
+    same = effective_batching(defaults, Settings())
+    assert (same.max_batch_size, same.preferred_batch_sizes, same.max_queue_delay_ms) == (32, [8, 16], 2)
+    s = Settings(max_batch_size=8, preferred_batch_sizes=[], max_queue_delay_ms=0, max_queue_size=10)
+    custom = effective_batching(defaults, s)
+    assert (custom.max_batch_size, custom.preferred_batch_sizes, custom.max_queue_delay_ms) == (8, [], 0)
+    assert custom.max_queue_size == 10
+
+
+def test_only_the_configured_models_are_loaded(make_client):
+    client = make_client(models=["tiny_gray"])
+    assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["tiny_gray"]
+
+
+def test_shutdown_drains_and_closes(model_repo):
+    settings = Settings(
+        model_repository=model_repo, providers=["cpu"], intra_op_threads=1, max_queue_delay_ms=60_000, max_batch_size=64
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        state = client.app.state.service
+        entry = state.models["tiny_rgb"]
+        futures = client.portal.call(_enqueue, entry.batcher, entry.preprocessor(image_bytes()))
+        assert not any(f.done() for f in futures)
+    # Leaving the block ran the lifespan's shutdown; the 60 s delay did not hold it.
+    assert all(f.done() and f.result().batch_size == 3 for f in futures)
+    assert entry.engine._session is None
+    with pytest.raises(RuntimeError):
+        state.decode_executor.submit(print)
+
+
+async def _enqueue(batcher, array):
+    await asyncio.sleep(0)
+    return batcher.enqueue([array] * 3)
+
+
+def test_create_app_builds_nothing_until_started(tmp_path):
+    app = create_app(Settings(model_repository=tmp_path / "missing"))
+    assert not hasattr(app.state, "service")

@@ -1,0 +1,34 @@
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
+
+
+def test_environment_with_comma_lists(monkeypatch):
+    monkeypatch.setenv("SERVE_MODELS", "resnet50, vgg16")
+    monkeypatch.setenv("SERVE_PROVIDERS", "cuda,cpu")
+    monkeypatch.setenv("SERVE_PREFERRED_BATCH_SIZES", "4,8")
+    monkeypatch.setenv("SERVE_PORT", "9000")
+    s = Settings()
+    assert s.models == ["resnet50", "vgg16"]
+    assert s.providers == ["cuda", "cpu"]
+    assert s.preferred_batch_sizes == [4, 8]
+    assert s.port == 9000
+
+
+def test_defaults():
+    s = Settings()
+    assert s.models == [] and s.providers == ["tensorrt", "cuda", "cpu"]
+    assert s.max_batch_size is None and s.preferred_batch_sizes is None  # config.json decides
+    assert s.batches_in_flight == 2 and s.default_top_k == 5
+
+
+def test_every_setting_is_described():
+    assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ValidationError):
+        Settings(preferred_batch_sizes=[0])
+    with pytest.raises(ValidationError):
+        Settings(port=0)

@@ -1,0 +1,125 @@
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.engine import CPU, Engine, ProviderSpec, provider_specs, resolve_providers
+from service.errors import InferenceFailed
+from service.model_config import TensorSpec
+from tests.service.conftest import RGB_BIAS, RGB_WEIGHT
+
+TRT, CUDA = "TensorrtExecutionProvider", "CUDAExecutionProvider"
+INPUT = TensorSpec(name="input", dtype="float32", shape=(-1, 3, 16, 16))
+OUTPUT = TensorSpec(name="logits", dtype="float32", shape=(-1, 4), layout="NC")
+
+
+def engine(path: Path, **kwargs) -> Engine:
+    kwargs.setdefault("providers", [ProviderSpec(CPU)])
+    return Engine(path, input_spec=INPUT, output_spec=OUTPUT, intra_op_threads=1, **kwargs)
+
+
+@pytest.fixture
+def rgb_path(model_repo) -> Path:
+    return model_repo / "tiny_rgb" / "1" / "model.onnx"
+
+
+def test_resolve_keeps_available_providers_in_order():
+    assert resolve_providers(["tensorrt", "cuda", "cpu"], [CPU]) == [CPU]
+    assert resolve_providers(["cuda", "tensorrt", "cpu"], [TRT, CUDA, CPU]) == [CUDA, TRT, CPU]
+    assert resolve_providers(["CUDAExecutionProvider", "cpu"], [CUDA, CPU]) == [CUDA, CPU]
+
+
+def test_resolve_falls_back_to_cpu_when_nothing_asked_for_is_installed():
+    assert resolve_providers(["tensorrt", "cuda"], [CPU]) == [CPU]
+
+
+def test_resolve_rejects_unknown_names():
+    with pytest.raises(ValueError, match="tpu"):
+        resolve_providers(["tpu"], [CPU])
+
+
+def test_provider_options_are_data():
+    specs = provider_specs(
+        [TRT, CUDA, CPU],
+        input_spec=INPUT,
+        max_batch_size=32,
+        opt_batch_size=8,
+        device_id=1,
+        trt_fp16=True,
+        trt_cache_dir=Path("/cache"),
+    )
+    trt, cuda, cpu = specs
+    assert trt.name == TRT
+    assert trt.options["trt_fp16_enable"] == "True"
+    assert trt.options["trt_engine_cache_enable"] == "True"
+    assert trt.options["trt_engine_cache_path"] == trt.options["trt_timing_cache_path"] == "/cache"
+    assert trt.options["trt_profile_min_shapes"] == "input:1x3x16x16"
+    assert trt.options["trt_profile_opt_shapes"] == "input:8x3x16x16"
+    assert trt.options["trt_profile_max_shapes"] == "input:32x3x16x16"
+    assert trt.options["device_id"] == "1"
+    assert cuda == ProviderSpec(CUDA, {"device_id": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"})
+    assert cpu == ProviderSpec(CPU, {})
+
+
+def test_engine_runs_and_matches_hand_computation(rgb_path):
+    e = engine(rgb_path)
+    batch = np.random.default_rng(0).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    expected = batch.mean(axis=(2, 3)) @ RGB_WEIGHT + RGB_BIAS
+    np.testing.assert_allclose(e.run(batch), expected, rtol=1e-5, atol=1e-5)
+    assert e.providers_in_use == [CPU]
+    e.warmup([1, 4, 8])
+    e.close()
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [np.zeros((2, 3, 8, 8), np.float32), np.zeros((2, 3, 16, 16), np.float64), np.zeros((3, 16, 16), np.float32)],
+)
+def test_engine_validates_its_input(rgb_path, batch):
+    with pytest.raises(ValueError, match="expected"):
+        engine(rgb_path).run(batch)
+
+
+def test_engine_falls_back_when_a_provider_fails_to_start(rgb_path):
+    calls = []
+
+    def factory(path, *, sess_options, providers, provider_options):
+        calls.append(providers)
+        if CUDA in providers:
+            raise RuntimeError("libcudnn.so.9: cannot open shared object file")
+        return ort.InferenceSession(path, sess_options=sess_options, providers=providers)
+
+    e = engine(rgb_path, providers=[ProviderSpec(CUDA, {"device_id": "0"})], session_factory=factory)
+    assert calls == [[CUDA, CPU], [CPU]]  # CPU is appended as the last resort
+    assert e.providers_in_use == [CPU]
+
+
+def test_engine_reports_when_even_cpu_fails(rgb_path):
+    def factory(*args, **kwargs):
+        raise RuntimeError("broken")
+
+    with pytest.raises(RuntimeError, match="broken"):
+        engine(rgb_path, session_factory=factory)
+
+
+def test_engine_checks_outputs_match_inputs(rgb_path):
+    e = engine(rgb_path)
+
+    class OneRowTooFew:
+        def run(self, names, feeds):
+            return [np.zeros((len(feeds["input"]) - 1, 4), np.float32)]
+
+    e._session = OneRowTooFew()
+    with pytest.raises(InferenceFailed, match="batch of 2"):
+        e.run(np.zeros((2, 3, 16, 16), np.float32))
+
+
+def test_engine_rejects_names_that_do_not_match_config(rgb_path):
+    with pytest.raises(ValueError, match="expects"):
+        Engine(
+            rgb_path,
+            input_spec=INPUT.model_copy(update={"name": "pixels"}),
+            output_spec=OUTPUT,
+            providers=[ProviderSpec(CPU)],
+        )

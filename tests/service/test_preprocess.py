@@ -1,0 +1,154 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+from PIL.JpegImagePlugin import JpegImageFile
+
+from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from service.model_config import Preprocessing, TensorSpec
+from service.preprocess import Preprocessor, center_crop_box, resized_size
+from tests.service.conftest import IMAGENET_MEAN, IMAGENET_STD, image_bytes
+
+
+def make(color_mode="RGB", crop=(16, 16), resize=18, fused=False, max_pixels=10_000_000, interpolation="bilinear"):
+    channels = 3 if color_mode == "RGB" else 1
+    pre = Preprocessing(
+        color_mode=color_mode,
+        resize_size=resize,
+        crop_size=crop,
+        interpolation=interpolation,
+        mean=IMAGENET_MEAN[:channels] if channels == 3 else (0.5,),
+        std=IMAGENET_STD[:channels] if channels == 3 else (0.5,),
+        fused=fused,
+    )
+    spec = TensorSpec(name="input", dtype="uint8" if fused else "float32", shape=(-1, channels, *crop))
+    return Preprocessor(pre, spec, max_pixels=max_pixels)
+
+
+def test_torchvision_resize_and_crop_arithmetic():
+    # torchvision: Resize(256) on 640x480 gives 341x256; CenterCrop(224) offsets round half to even.
+    assert resized_size(640, 480, 256) == (341, 256)
+    assert resized_size(480, 640, 256) == (256, 341)
+    assert center_crop_box(341, 256, 224, 224) == (58, 16, 282, 240)
+
+
+@pytest.mark.parametrize("size", [(40, 20), (20, 40), (18, 18), (500, 300)])
+def test_output_shape_and_dtype(size):
+    x = make()(image_bytes(size=size))
+    assert x.shape == (3, 16, 16)
+    assert x.dtype == np.float32
+
+
+def test_resize_then_center_crop_picks_the_middle():
+    # 60x20 image: left third red, middle green, right blue. Resize short side to 18 -> 54x18, crop 16 -> all green.
+    image = Image.new("RGB", (60, 20), (255, 0, 0))
+    image.paste((0, 255, 0), (20, 0, 40, 20))
+    image.paste((0, 0, 255), (40, 0, 60, 20))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    x = make(fused=True, crop=(16, 16), resize=18, interpolation="nearest")(buf.getvalue())
+    assert (x[1] == 255).all() and (x[0] == 0).all() and (x[2] == 0).all()
+
+
+def test_normalization_matches_hand_computation():
+    color = (200, 100, 50)
+    x = make()(image_bytes(color=color))
+    for c in range(3):
+        expected = (color[c] / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+        np.testing.assert_allclose(x[c], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_returns_uint8_pixels():
+    x = make(fused=True)(image_bytes(color=(200, 100, 50)))
+    assert x.dtype == np.uint8
+    assert x.shape == (3, 16, 16)
+    assert tuple(x[:, 0, 0]) == (200, 100, 50)
+
+
+def test_exif_orientation_is_applied():
+    # Stored 20x10 landscape, left half red, right half blue; orientation 6 displays it rotated 90 degrees clockwise,
+    # so the displayed image is 10x20 portrait with red on top.
+    image = Image.new("RGB", (20, 10), (255, 0, 0))
+    image.paste((0, 0, 255), (10, 0, 20, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=95, exif=exif)
+    x = make(fused=True, crop=(16, 8), resize=8)(buf.getvalue())  # 10x20 -> 8x16: nothing cropped
+    assert x[0, 1, 4] > 200 and x[2, 1, 4] < 50  # top is red
+    assert x[2, 14, 4] > 200 and x[0, 14, 4] < 50  # bottom is blue
+
+
+def test_grayscale_uses_pil_luminance():
+    color = (200, 100, 50)
+    luminance = Image.new("RGB", (1, 1), color).convert("L").getpixel((0, 0))
+    x = make(color_mode="L", crop=(8, 8), resize=8)(image_bytes(color=color))
+    assert x.shape == (1, 8, 8)
+    np.testing.assert_allclose(x, (luminance / 255 - 0.5) / 0.5, rtol=1e-6)
+
+
+def test_gif_uses_first_frame():
+    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    x = make(fused=True)(buf.getvalue())
+    assert x[0].min() > 240 and x[1].max() < 15
+
+
+def test_png_alpha_is_dropped_like_torchvision():
+    x = make(fused=True)(image_bytes(color=(10, 20, 30, 0), mode="RGBA"))
+    assert tuple(x[:, 5, 5]) == (10, 20, 30)
+
+
+def test_webp_and_bmp_are_accepted():
+    for fmt in ("WEBP", "BMP"):
+        assert make()(image_bytes(fmt=fmt)).shape == (3, 16, 16)
+
+
+def test_truncated_jpeg_is_invalid():
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "JPEG")
+    data = buf.getvalue()
+    with pytest.raises(InvalidImage):
+        make()(data[: len(data) // 2])
+
+
+def test_decompression_bomb_rejected_before_decoding(monkeypatch):
+    bomb = image_bytes(color=0, size=(5000, 5000), mode="1")  # 25 M pixels in a few kB
+
+    def no_decode(self):
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    with pytest.raises(ImageTooLarge, match="25000000"):
+        make(max_pixels=1_000_000)(bomb)
+
+
+@pytest.mark.parametrize("data", [image_bytes(fmt="TIFF"), b"GIF-but-not-really", b"\x00" * 100])
+def test_unsupported_formats(data):
+    with pytest.raises(UnsupportedMediaType):
+        make()(data)
+
+
+def test_empty_body_is_invalid():
+    with pytest.raises(InvalidImage):
+        make()(b"")
+
+
+def test_jpeg_draft_mode_for_large_images(monkeypatch):
+    calls = []
+    original = JpegImageFile.draft
+
+    def spy(self, mode, size):
+        calls.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImageFile, "draft", spy)
+    x = make(fused=True)(image_bytes(color=(0, 0, 255), size=(400, 300), fmt="JPEG", quality=95))
+    assert calls and min(calls[0]) >= 2 * 18  # decoded at reduced scale, still twice the target short side
+    assert x[2].min() > 230 and x[0].max() < 25
+    calls.clear()
+    make()(image_bytes(size=(40, 30), fmt="JPEG"))
+    assert calls == []  # small images are decoded at full size
