@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export and the model repository the service serves from."""

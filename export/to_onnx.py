@@ -1,0 +1,131 @@
+"""Export registered networks to ONNX into a Triton-style model repository.
+
+    python export/to_onnx.py                        # the default set, into model_repository/
+    python export/to_onnx.py --model 'resnet*' --weights random --version 2
+    python export/to_onnx.py --model lenet5 --weights checkpoints/lenet5/best.pt
+
+Each export traces with torch.export (dynamic batch axis), checks the graph with
+onnx.checker, compares ONNX Runtime's output with PyTorch's, and records everything
+(card, I/O spec, preprocessing, weights provenance, parity, sha256) in config.json.
+"""
+
+import argparse
+import copy
+import difflib
+import fnmatch
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from export.parity import check_parity
+from export.repository import write_version
+from export.weights import load_weights
+from models import get_card, list_models
+
+log = logging.getLogger("export")
+
+# Small enough for a few minutes on 2 CPU cores; covers a 2015 ResNet, a mobile net and LeNet.
+DEFAULT_MODELS = ("resnet50", "mobilenet_v2", "lenet5")
+
+
+def resolve_names(patterns: list[str]) -> list[str]:
+    """Expand names and globs ('all' = the whole zoo); an unknown name lists close matches."""
+    names: list[str] = []
+    for pattern in patterns:
+        matched = list_models() if pattern == "all" else list_models(pattern)
+        if not matched:
+            close = difflib.get_close_matches(pattern, list_models(), n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else " Run with --list to see the zoo."
+            raise SystemExit(f"error: no model matches {pattern!r}.{hint}")
+        names += [n for n in matched if n not in names]
+    return names
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int | None) -> None:
+    """Trace with torch.export, batch dimension dynamic, weights inside the one file."""
+    example = torch.randn(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            opset_version=opset,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+class Fp16(nn.Module):
+    """fp16 weights and activations inside, fp32 input and output outside, so clients are unchanged."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def export_one(name: str, args: argparse.Namespace) -> Path:
+    model, card, weights, labels = load_weights(name, args.weights)
+    precision = "fp16" if args.fp16 else "fp32"
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        export_onnx(Fp16(copy.deepcopy(model)) if args.fp16 else model, card.input_size, onnx_path, args.opset)
+        parity = check_parity(model, str(onnx_path), card.input_size, precision) if args.check else None
+        if parity and not parity.passed:
+            raise SystemExit(
+                f"error: {name}: ONNX Runtime disagrees with PyTorch (max softmax diff "
+                f"{parity.max_abs_diff_softmax:.2e} > {parity.tolerance:.0e}); not written"
+            )
+        opset = onnx.load(str(onnx_path), load_external_data=False).opset_import[0].version
+        return write_version(
+            Path(args.output), card, onnx_path, weights, parity, precision, opset, labels, version=args.version
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", action="append", help="name or glob, repeatable; 'all' for the zoo")
+    p.add_argument("--weights", default="auto", help="auto | random | imagenet | PATH to a checkpoint")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--fp16", action="store_true", help="export fp16 weights and activations (fp32 I/O)")
+    p.add_argument("--output", default="model_repository", help="model repository folder")
+    p.add_argument("--version", type=int, default=None, help="version number (default: latest + 1, or 1)")
+    p.add_argument("--no-check", dest="check", action="store_false", help="skip the ONNX Runtime parity check")
+    p.add_argument("--if-missing", action="store_true", help="skip models the repository already has")
+    p.add_argument("--list", action="store_true", help="list the zoo and exit")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    args = parse_args(argv)
+    if args.list:
+        for name in list_models():
+            card = get_card(name)
+            print(f"{name:16s} {card.year}  {card.paper}")
+        return 0
+    names = resolve_names(args.model or list(DEFAULT_MODELS))
+    if args.if_missing:
+        names = [n for n in names if not (Path(args.output) / n / "config.json").exists()]
+    for name in tqdm(names, desc="export", unit="model", disable=len(names) == 1):
+        path = export_one(name, args)
+        log.info("%s -> %s", name, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

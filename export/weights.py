@@ -1,0 +1,104 @@
+"""Where a network's weights come from: an ImageNet checkpoint, a training checkpoint, or random.
+
+Every path returns the provenance with the weights, and export records it in
+config.json, so a served model always says what it is.
+"""
+
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models import ModelCard, get_card, get_model
+from models.densenet import remap_checkpoint as remap_densenet
+from service.model_config import Weights
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = Path("checkpoints")
+
+
+# Published checkpoints whose key names predate the current module names, by family.
+CHECKPOINT_FILTERS = {"densenet": remap_densenet}
+
+
+class RandomWeightsWarning(UserWarning):
+    """Raised as a warning whenever a model is exported without trained weights."""
+
+
+def load_weights(name: str, spec: str = "auto") -> tuple[nn.Module, ModelCard, Weights, list[str] | None]:
+    """Build `name` with weights from `spec`: auto | random | imagenet | PATH.
+
+    auto: a training checkpoint under checkpoints/<name>/best.pt if there is one, else
+    torchvision's ImageNet weights where published, else random (with a loud warning).
+    Returns (model in eval mode, card, provenance, labels from a checkpoint or None).
+    """
+    card = get_card(name)
+    if spec == "auto":
+        local = CHECKPOINTS / name / "best.pt"
+        if local.exists():
+            spec = str(local)
+        elif card.weights_url:
+            spec = "imagenet"
+        else:
+            spec = "random"
+    if spec == "random":
+        return _random(name, card, reason="requested") + (None,)
+    if spec == "imagenet":
+        return _imagenet(name, card)
+    return _checkpoint(name, Path(spec))
+
+
+def _random(name: str, card: ModelCard, reason: str) -> tuple[nn.Module, ModelCard, Weights]:
+    message = f"{name}: exporting RANDOM weights ({reason}); its predictions are meaningless"
+    warnings.warn(message, RandomWeightsWarning, stacklevel=3)
+    log.warning("!" * 20 + " " + message + " " + "!" * 20)
+    return get_model(name).eval(), card, Weights(source="random")
+
+
+def _imagenet(name: str, card: ModelCard) -> tuple[nn.Module, ModelCard, Weights, None]:
+    """torchvision's checkpoint through torch.hub: cached under $TORCH_HOME, hash-checked."""
+    if not card.weights_url:
+        raise ValueError(f"{name}: no ImageNet weights are published for it; use --weights random or a checkpoint")
+    try:
+        state = torch.hub.load_state_dict_from_url(card.weights_url, map_location="cpu", check_hash=True)
+    except OSError as e:  # offline, or the host is unreachable: URLError is an OSError
+        model, card, weights = _random(name, card, reason=f"could not fetch {card.weights_url}: {e}")
+        return model, card, weights, None
+    if card.family in CHECKPOINT_FILTERS:
+        state = CHECKPOINT_FILTERS[card.family](state)
+    model = get_model(name, **card.weights_kwargs)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), card, Weights(source="imagenet", uri=card.weights_url, sha256=_hub_sha256(card)), None
+
+
+def _hub_sha256(card: ModelCard) -> str | None:
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(card.weights_url).name
+    return _sha256(cached) if cached.exists() else None
+
+
+def _checkpoint(name: str, path: Path) -> tuple[nn.Module, ModelCard, Weights, list[str] | None]:
+    """A checkpoint from models.train ({"model", "card", "metrics", "labels", ...}) or a bare state dict."""
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: weights file {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt)
+    saved_card = ckpt.get("card", {})
+    num_classes = saved_card.get("num_classes", get_card(name).num_classes)
+    card = get_card(name, num_classes=num_classes)
+    model = get_model(name, num_classes=num_classes)
+    model.load_state_dict(state, strict=True)
+    accuracy = {k: float(v) for k, v in ckpt.get("metrics", {}).items() if isinstance(v, int | float)}
+    weights = Weights(source="checkpoint", uri=str(path), sha256=_sha256(path), accuracy=accuracy)
+    return model.eval(), card, weights, ckpt.get("labels")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

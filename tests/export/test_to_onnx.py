@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.repository import sha256_of
+from export.to_onnx import main, resolve_names
+from export.weights import RandomWeightsWarning
+from models import get_model
+from service.model_config import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repo")
+    with pytest.warns(RandomWeightsWarning):
+        assert main(["--model", "lenet5", "--weights", "random", "--output", str(out)]) == 0
+    return out
+
+
+def test_layout_and_config(repo):
+    config = ModelConfig.model_validate_json((repo / "lenet5" / "config.json").read_text())
+    onnx_file = repo / "lenet5" / "1" / "model.onnx"
+    assert config.latest_version == 1
+    version = config.versions[1]
+    assert version.sha256 == sha256_of(onnx_file)
+    assert version.weights.source == "random"
+    assert version.parity.passed and version.parity.max_abs_diff_softmax < 1e-4
+    assert config.input.shape == (-1, 1, 32, 32) and config.preprocessing.color_mode == "L"
+    assert (repo / "lenet5" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    onnx.checker.check_model(str(onnx_file), full_check=True)
+
+
+def test_batch_axis_is_dynamic(repo):
+    session = ort.InferenceSession(str(repo / "lenet5" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((7, 1, 32, 32), dtype=np.float32)
+    (batched,) = session.run(None, {"input": x})
+    singles = np.concatenate([session.run(None, {"input": x[i : i + 1]})[0] for i in range(7)])
+    assert batched.shape == (7, 10)
+    np.testing.assert_allclose(batched, singles, rtol=1e-5, atol=1e-5)
+
+
+def test_second_export_adds_a_version(repo):
+    with pytest.warns(RandomWeightsWarning):
+        main(["--model", "lenet5", "--weights", "random", "--output", str(repo)])
+    config = json.loads((repo / "lenet5" / "config.json").read_text())
+    assert sorted(config["versions"]) == ["1", "2"]
+    assert (repo / "lenet5" / "2" / "model.onnx").exists()
+
+
+def test_checkpoint_weights_and_labels(tmp_path):
+    model = get_model("lenet5", num_classes=3)
+    labels = ["cat", "dog", "fish"]
+    ckpt = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict(), "card": {"num_classes": 3}, "metrics": {"test_acc": 0.9}, "labels": labels}, ckpt)
+    out = tmp_path / "repo"
+    main(["--model", "lenet5", "--weights", str(ckpt), "--output", str(out), "--version", "4"])
+    config = ModelConfig.model_validate_json((out / "lenet5" / "config.json").read_text())
+    assert config.output.shape == (-1, 3)
+    assert config.versions[4].weights.source == "checkpoint"
+    assert config.versions[4].weights.accuracy == {"test_acc": 0.9}
+    assert (out / "lenet5" / "labels.txt").read_text().split() == labels
+
+
+def test_fp16_export_records_its_tolerance(tmp_path):
+    main(["--model", "lenet1989", "--weights", "random", "--fp16", "--output", str(tmp_path)])
+    version = ModelConfig.model_validate_json((tmp_path / "lenet1989" / "config.json").read_text()).versions[1]
+    assert version.precision == "fp16"
+    assert version.parity.tolerance == 1e-2 and version.parity.passed
+    graph = onnx.load(str(tmp_path / "lenet1989" / "1" / "model.onnx"))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.graph.initializer)
+
+
+def test_names_expand_globs_and_all():
+    assert resolve_names(["resnet1*", "resnet18"]) == ["resnet101", "resnet152", "resnet18"]
+    assert len(resolve_names(["all"])) >= 39
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(SystemExit, match="resnet50"):
+        resolve_names(["resnet5"])
