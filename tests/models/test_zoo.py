@@ -108,7 +108,7 @@ def test_num_classes_and_in_chans(name):
     channels, height, width = get_card(name).input_size
     other = 1 if channels == 3 else 3
     with torch.device("meta"):
-        model = get_model(name, num_classes=3, in_chans=other)
+        model = get_model(name, num_classes=3, in_chans=other).eval()
         assert model(torch.empty(1, other, height, width)).shape == (1, 3)
 
 
