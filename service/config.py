@@ -65,3 +65,19 @@ class Settings(BaseSettings):
         if value is not None and any(size < 1 for size in value):
             raise ValueError(f"preferred_batch_sizes must be positive, got {value}")
         return value
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from the fields so the two cannot disagree."""
+    rows = ["| environment variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        shown = f"`{default}`" if default != "" else "(empty)"
+        rows.append(f"| `SERVE_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_markdown())

@@ -32,3 +32,12 @@ def test_bad_values_are_refused():
         Settings(preferred_batch_sizes=[0])
     with pytest.raises(ValidationError):
         Settings(port=0)
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from service.config import settings_markdown
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert settings_markdown() in readme, "README's settings table is stale: paste `python -m service.config`"
