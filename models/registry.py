@@ -9,6 +9,7 @@ from torch import nn
 
 from models.card import ModelCard
 
+
 class UnknownModelError(LookupError):
     """A name that is not in the registry; the message lists the close matches."""
 
