@@ -12,7 +12,6 @@ onnx.checker, compares ONNX Runtime's output with PyTorch's, and records everyth
 import argparse
 import copy
 import difflib
-import fnmatch
 import logging
 import sys
 import tempfile
@@ -78,7 +77,8 @@ class Fp16(nn.Module):
 
 
 def export_one(name: str, args: argparse.Namespace) -> Path:
-    model, card, weights, labels = load_weights(name, args.weights)
+    loaded = load_weights(name, args.weights)
+    model, card = loaded.model, loaded.card
     precision = "fp16" if args.fp16 else "fp32"
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -91,7 +91,7 @@ def export_one(name: str, args: argparse.Namespace) -> Path:
             )
         opset = onnx.load(str(onnx_path), load_external_data=False).opset_import[0].version
         return write_version(
-            Path(args.output), card, onnx_path, weights, parity, precision, opset, labels, version=args.version
+            Path(args.output), card, onnx_path, loaded.weights, parity, precision, opset, loaded.labels, args.version
         )
 
 

@@ -7,6 +7,7 @@ config.json, so a served model always says what it is.
 import hashlib
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from service.model_config import Weights
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = Path("checkpoints")
+TRAINABLE_HERE = {"digits"}  # label sets models.train has bundled data for
 
 
 # Published checkpoints whose key names predate the current module names, by family.
@@ -29,50 +31,66 @@ class RandomWeightsWarning(UserWarning):
     """Raised as a warning whenever a model is exported without trained weights."""
 
 
-def load_weights(name: str, spec: str = "auto") -> tuple[nn.Module, ModelCard, Weights, list[str] | None]:
+@dataclass(frozen=True)
+class Loaded:
+    model: nn.Module  # in eval mode
+    card: ModelCard  # num_classes as trained
+    weights: Weights  # provenance, recorded in config.json
+    labels: list[str] | None = None  # a checkpoint's own class names
+
+
+def load_weights(name: str, spec: str = "auto") -> Loaded:
     """Build `name` with weights from `spec`: auto | random | imagenet | PATH.
 
-    auto: a training checkpoint under checkpoints/<name>/best.pt if there is one, else
-    torchvision's ImageNet weights where published, else random (with a loud warning).
-    Returns (model in eval mode, card, provenance, labels from a checkpoint or None).
+    auto: checkpoints/<name>/best.pt if there is one; else torchvision's ImageNet weights
+    where published; else, for networks the project trains (the digits LeNets), train now;
+    else random, with a loud warning.
     """
     card = get_card(name)
     if spec == "auto":
-        local = CHECKPOINTS / name / "best.pt"
-        if local.exists():
-            spec = str(local)
-        elif card.weights_url:
-            spec = "imagenet"
-        else:
-            spec = "random"
+        spec = _auto_spec(card)
     if spec == "random":
-        return _random(name, card, reason="requested") + (None,)
+        return _random(name, "requested")
     if spec == "imagenet":
         return _imagenet(name, card)
     return _checkpoint(name, Path(spec))
 
 
-def _random(name: str, card: ModelCard, reason: str) -> tuple[nn.Module, ModelCard, Weights]:
+def _auto_spec(card: ModelCard) -> str:
+    local = CHECKPOINTS / card.name / "best.pt"
+    if local.exists():
+        return str(local)
+    if card.weights_url:
+        return "imagenet"
+    if card.label_set in TRAINABLE_HERE:
+        from models.train import TrainConfig, train  # torch-only, but slow to import: only when needed
+
+        log.info("%s: no checkpoint yet; training it on %s (about a minute on 2 cores)", card.name, card.label_set)
+        train(TrainConfig(model=card.name, data=card.label_set, output=str(local.parent), progress=False, command=[]))
+        return str(local)
+    return "random"
+
+
+def _random(name: str, reason: str) -> Loaded:
     message = f"{name}: exporting RANDOM weights ({reason}); its predictions are meaningless"
     warnings.warn(message, RandomWeightsWarning, stacklevel=3)
-    log.warning("!" * 20 + " " + message + " " + "!" * 20)
-    return get_model(name).eval(), card, Weights(source="random")
+    log.warning("%s %s %s", "!" * 20, message, "!" * 20)
+    return Loaded(get_model(name).eval(), get_card(name), Weights(source="random"))
 
 
-def _imagenet(name: str, card: ModelCard) -> tuple[nn.Module, ModelCard, Weights, None]:
+def _imagenet(name: str, card: ModelCard) -> Loaded:
     """torchvision's checkpoint through torch.hub: cached under $TORCH_HOME, hash-checked."""
     if not card.weights_url:
         raise ValueError(f"{name}: no ImageNet weights are published for it; use --weights random or a checkpoint")
     try:
         state = torch.hub.load_state_dict_from_url(card.weights_url, map_location="cpu", check_hash=True)
     except OSError as e:  # offline, or the host is unreachable: URLError is an OSError
-        model, card, weights = _random(name, card, reason=f"could not fetch {card.weights_url}: {e}")
-        return model, card, weights, None
+        return _random(name, f"could not fetch {card.weights_url}: {e}")
     if card.family in CHECKPOINT_FILTERS:
         state = CHECKPOINT_FILTERS[card.family](state)
     model = get_model(name, **card.weights_kwargs)
     model.load_state_dict(state, strict=True)
-    return model.eval(), card, Weights(source="imagenet", uri=card.weights_url, sha256=_hub_sha256(card)), None
+    return Loaded(model.eval(), card, Weights(source="imagenet", uri=card.weights_url, sha256=_hub_sha256(card)))
 
 
 def _hub_sha256(card: ModelCard) -> str | None:
@@ -80,20 +98,18 @@ def _hub_sha256(card: ModelCard) -> str | None:
     return _sha256(cached) if cached.exists() else None
 
 
-def _checkpoint(name: str, path: Path) -> tuple[nn.Module, ModelCard, Weights, list[str] | None]:
+def _checkpoint(name: str, path: Path) -> Loaded:
     """A checkpoint from models.train ({"model", "card", "metrics", "labels", ...}) or a bare state dict."""
     if not path.exists():
         raise FileNotFoundError(f"{name}: weights file {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt.get("model", ckpt)
-    saved_card = ckpt.get("card", {})
-    num_classes = saved_card.get("num_classes", get_card(name).num_classes)
-    card = get_card(name, num_classes=num_classes)
+    num_classes = ckpt.get("card", {}).get("num_classes", get_card(name).num_classes)
     model = get_model(name, num_classes=num_classes)
     model.load_state_dict(state, strict=True)
     accuracy = {k: float(v) for k, v in ckpt.get("metrics", {}).items() if isinstance(v, int | float)}
     weights = Weights(source="checkpoint", uri=str(path), sha256=_sha256(path), accuracy=accuracy)
-    return model.eval(), card, weights, ckpt.get("labels")
+    return Loaded(model.eval(), get_card(name, num_classes=num_classes), weights, ckpt.get("labels"))
 
 
 def _sha256(path: Path) -> str:

@@ -55,7 +55,9 @@ def test_checkpoint_weights_and_labels(tmp_path):
     model = get_model("lenet5", num_classes=3)
     labels = ["cat", "dog", "fish"]
     ckpt = tmp_path / "best.pt"
-    torch.save({"model": model.state_dict(), "card": {"num_classes": 3}, "metrics": {"test_acc": 0.9}, "labels": labels}, ckpt)
+    torch.save(
+        {"model": model.state_dict(), "card": {"num_classes": 3}, "metrics": {"test_acc": 0.9}, "labels": labels}, ckpt
+    )
     out = tmp_path / "repo"
     main(["--model", "lenet5", "--weights", str(ckpt), "--output", str(out), "--version", "4"])
     config = ModelConfig.model_validate_json((out / "lenet5" / "config.json").read_text())

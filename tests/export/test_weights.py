@@ -29,17 +29,18 @@ def published(tmp_path, monkeypatch):
 
 def test_imagenet_weights_load_through_the_hub_cache(published):
     state, served = published
-    model, _, weights, _ = load_weights("lenet5", "imagenet")
+    loaded = load_weights("lenet5", "imagenet")
+    model, weights = loaded.model, loaded.weights
     assert weights.source == "imagenet" and weights.uri == served.as_uri()
     assert weights.sha256 == hashlib.sha256(served.read_bytes()).hexdigest()
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
     served.unlink()  # the second load must come from the cache
-    assert load_weights("lenet5", "imagenet")[2].source == "imagenet"
+    assert load_weights("lenet5", "imagenet").weights.source == "imagenet"
 
 
 def test_auto_prefers_imagenet_when_published(published):
-    assert load_weights("lenet5", "auto")[2].source == "imagenet"
+    assert load_weights("lenet5", "auto").weights.source == "imagenet"
 
 
 def test_a_corrupted_download_is_rejected(published):
@@ -53,8 +54,8 @@ def test_offline_falls_back_to_random_loudly(published):
     _, served = published
     served.unlink()
     with pytest.warns(RandomWeightsWarning, match="RANDOM"):
-        _, _, weights, _ = load_weights("lenet5", "imagenet")
-    assert weights.source == "random"
+        loaded = load_weights("lenet5", "imagenet")
+    assert loaded.weights.source == "random"
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -65,3 +66,26 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_imagenet_for_an_unpublished_model_is_an_error():
     with warnings.catch_warnings(), pytest.raises(ValueError, match="no ImageNet weights"):
         load_weights("nin", "imagenet")
+
+
+def test_auto_trains_a_digits_model_that_has_no_checkpoint(tmp_path, monkeypatch):
+    import models.train
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def fake_train(cfg):
+        calls.append(cfg)
+        out = tmp_path / cfg.output
+        out.mkdir(parents=True)
+        model = get_model(cfg.model)
+        torch.save(
+            {"model": model.state_dict(), "card": {"num_classes": 10}, "metrics": {"test_acc": 0.97}}, out / "best.pt"
+        )
+
+    monkeypatch.setattr(models.train, "train", fake_train)
+    loaded = load_weights("lenet1989", "auto")
+    assert [(c.model, c.data) for c in calls] == [("lenet1989", "digits")]
+    assert loaded.weights.source == "checkpoint" and loaded.weights.accuracy == {"test_acc": 0.97}
+    assert load_weights("lenet1989", "auto").weights.source == "checkpoint"  # the second time, no training
+    assert len(calls) == 1
