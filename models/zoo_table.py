@@ -41,7 +41,7 @@ def markdown_table() -> str:
     for r in zoo_rows():
         c = r["card"]
         lines.append(
-            f"| `{c.name}` | {c.year} | {c.paper} | {r['params']:,} | {r['gflops']:.2f} | "
+            f"| `{c.name}` | {c.year} | {c.paper} | {r['params']:,} | {r['gflops']:.3g} | "
             f"{c.input_size[0]}x{c.input_size[1]}x{c.input_size[2]} |"
         )
     return "\n".join(lines)
