@@ -40,3 +40,28 @@ zoo-table: setup
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+
+# Benchmarks and load tests (loadtest/): figures, not tests. Results go to loadtest/results/ (ignored).
+.PHONY: bench loadtest
+BENCH_MODEL ?= resnet50
+LOCUST_USERS ?= 16
+LOCUST_SPAWN_RATE ?= 4
+LOCUST_RUN_TIME ?= 60s
+LOADTEST_PORT ?= 8123
+
+# Raw engine vs the service (batched and not) on one model; prints a Markdown table, writes JSON.
+bench: export
+	$(PY) loadtest/bench.py --model $(BENCH_MODEL) --repository $(REPO) \
+		--output loadtest/results/bench-$$(date -u +%Y%m%dT%H%M%SZ).json
+
+# The service on 127.0.0.1, Locust headless for LOCUST_RUN_TIME (LOCUST_MODELS, LOCUST_SHAPE: see
+# loadtest/locustfile.py), CSV and HTML into loadtest/results/<timestamp>/, then the service stopped.
+loadtest: export
+	@out=loadtest/results/$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$out; \
+	$(PY) -m service --host 127.0.0.1 --port $(LOADTEST_PORT) --model-repository $(REPO) > $$out/service.log 2>&1 & \
+	pid=$$!; trap 'kill -INT $$pid 2>/dev/null; wait $$pid' EXIT; \
+	$(PY) -m loadtest.server http://127.0.0.1:$(LOADTEST_PORT) && \
+	$(VENV)/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:$(LOADTEST_PORT) --headless \
+		-u $(LOCUST_USERS) -r $(LOCUST_SPAWN_RATE) --run-time $(LOCUST_RUN_TIME) \
+		--csv $$out/locust --html $$out/report.html; \
+	status=$$?; echo "results in $$out"; exit $$status

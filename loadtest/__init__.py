@@ -1,0 +1,1 @@
+"""Load tests (Locust) and the engine-vs-service benchmark; figures, not tests."""

@@ -1,0 +1,176 @@
+"""How much of the engine's speed the service keeps, and what dynamic batching buys.
+
+    python loadtest/bench.py --model resnet50 --output loadtest/results/bench.json [--quick] [--repository DIR]
+
+On one exported ONNX file: (a) the raw engine, `session.run` on preprocessed tensors at batch sizes
+1, 2, 4, ... up to the model's max batch size; (b) the service end to end over HTTP (started here
+on 127.0.0.1) with JPEG photos at concurrency 1, 4, 16, 64 and dynamic batching; (c) the same with
+batching off (`SERVE_MAX_BATCH_SIZE=1`), the naive baseline. Prints a Markdown table, writes JSON.
+The load generator shares the machine with the service: its CPU use is reported beside each point.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import onnxruntime as ort
+
+from loadtest.images import photo_jpegs
+from loadtest.measure import http_point, raw_point
+from loadtest.server import ROOT, cpu_seconds, running_service
+from service.config import Settings
+from service.engine import Engine, provider_specs, resolve_providers
+from service.preprocess import Preprocessor
+from service.repository import ModelSource, load_source
+
+CONCURRENCY = (1, 4, 16, 64)
+REFERENCE_CONCURRENCY = 16  # where the top-level ratio_service_over_raw is taken
+
+
+def ensure_exported(repository: Path, model: str) -> None:
+    if (repository / model / "config.json").is_file():
+        return
+    print(f"{model} is not in {repository}: exporting it with random weights", file=sys.stderr)
+    cmd = [sys.executable, "export/to_onnx.py", "--model", model, "--weights", "random", "--output", str(repository)]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_raw(source: ModelSource, jpegs: list[bytes], max_batch: int, seconds: float) -> list[dict]:
+    """The engine built as the service builds it (same providers, same session options)."""
+    settings, config = Settings(), source.config
+    providers = resolve_providers(settings.providers, ort.get_available_providers())
+    specs = provider_specs(providers, input_spec=config.input, max_batch_size=max_batch, opt_batch_size=max_batch)
+    engine = Engine(source.onnx_path, input_spec=config.input, output_spec=config.output, providers=specs)
+    preprocess = Preprocessor(config.preprocessing, config.input, max_pixels=settings.max_image_pixels)
+    tensors = [preprocess(data) for data in jpegs]
+    sizes = [2**i for i in range(max_batch.bit_length()) if 2**i <= max_batch]
+    sizes += [max_batch] if sizes[-1] != max_batch else []
+    try:
+        return [raw_point(engine, tensors, n, seconds) for n in sizes]
+    finally:
+        engine.close()
+
+
+def bench_service(repository: Path, model: str, jpegs: list[bytes], seconds: float, env: dict, log) -> dict:
+    with running_service(repository, [model], env=env, log=log) as (url, proc):
+        info = httpx.get(f"{url}/v1/models/{model}", timeout=10).json()
+        points = [http_point(url, model, jpegs, c, seconds, lambda: cpu_seconds(proc.pid)) for c in CONCURRENCY]
+    return {"providers": info["providers"], "batching": info["batching"], "points": points}
+
+
+def compare(raw: list[dict], batched: dict, unbatched: dict) -> dict:
+    best = max(raw, key=lambda p: p["images_per_s"])
+    for point in batched["points"] + unbatched["points"]:
+        point["ratio_over_raw_best"] = point["images_per_s"] / best["images_per_s"]
+    for on, off in zip(batched["points"], unbatched["points"], strict=True):
+        on["ratio_over_unbatched"] = on["images_per_s"] / off["images_per_s"]
+    reference = next(p for p in batched["points"] if p["concurrency"] == REFERENCE_CONCURRENCY)
+    return {
+        "raw_best": {k: best[k] for k in ("batch_size", "images_per_s")},
+        "ratio_service_over_raw": reference["ratio_over_raw_best"],
+    }
+
+
+def markdown(report: dict) -> str:
+    rows = [
+        "| mode | batch / clients | images/s | p50 ms | p95 ms | p99 ms | mean batch | / raw best | / unbatched "
+        "| loadgen CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report["raw"]:
+        rows.append(
+            f"| raw engine | {p['batch_size']} | {p['images_per_s']:.1f} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} "
+            f"| {p['p99_ms']:.1f} | {p['batch_size']} | | | |"
+        )
+    for mode in ("batched", "unbatched"):
+        for p in report["service"][mode]["points"]:
+            vs_off = f"{p['ratio_over_unbatched']:.3g}x" if "ratio_over_unbatched" in p else ""
+            rows.append(
+                f"| service, {mode} | {p['concurrency']} | {p['images_per_s']:.1f} | {p['p50_ms']:.1f} "
+                f"| {p['p95_ms']:.1f} | {p['p99_ms']:.1f} | {p['mean_batch_size']:.2f} "
+                f"| {p['ratio_over_raw_best']:.3g} | {vs_off} | {p['loadgen_cpu_cores']:.2f} |"
+            )
+    return "\n".join(rows)
+
+
+def run(model: str, repository: Path, quick: bool, seconds: float | None = None) -> dict:
+    seconds = seconds or (1.0 if quick else 5.0)
+    ensure_exported(repository, model)
+    source = load_source(repository, model)
+    max_batch = Settings().max_batch_size or source.config.batching.max_batch_size
+    jpegs = list(photo_jpegs().values())
+    raw = bench_raw(source, jpegs, max_batch, seconds)
+    with tempfile.TemporaryFile("w+") as log:  # the service's own log, shown only if it fails
+        try:
+            batched = bench_service(repository, model, jpegs, seconds, {}, log)
+            unbatched = bench_service(repository, model, jpegs, seconds, {"SERVE_MAX_BATCH_SIZE": "1"}, log)
+        except Exception:
+            log.seek(0)
+            print(log.read()[-4000:], file=sys.stderr)
+            raise
+    version = source.config.versions[source.version]
+    report = {
+        "model": model,
+        "version": source.version,
+        "weights": version.weights.source,
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "provider": batched["providers"][0] if batched["providers"] else "unknown",
+            "providers": batched["providers"],
+            "precision": version.precision,
+            "onnxruntime": ort.__version__,
+            "python": platform.python_version(),
+        },
+        "budget": {"seconds_per_point": seconds, "quick": quick, "max_batch_size": max_batch},
+        "raw": raw,
+        "service": {"batched": batched, "unbatched": unbatched},
+    }
+    report.update(compare(raw, batched, unbatched))
+    return report
+
+
+def model_line(report: dict) -> str:
+    m = report["machine"]
+    return (
+        f"{report['model']} v{report['version']} ({report['weights']} weights, {m['precision']}) on {m['cpu']}, "
+        f"{m['usable_cores']} cores, {m['provider']}, onnxruntime {m['onnxruntime']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="model name in the repository (exported if missing)")
+    parser.add_argument("--output", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("--quick", action="store_true", help="about 1 s per point: a smoke run, not a figure")
+    parser.add_argument("--seconds", type=float, help="recorded seconds per point (default 5, or 1 with --quick)")
+    args = parser.parse_args(argv)
+    report = run(args.model, args.repository.resolve(), args.quick, args.seconds)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"{model_line(report)}\n\n{markdown(report)}\n\nservice / raw best at {REFERENCE_CONCURRENCY} clients: "
+        f"{report['ratio_service_over_raw']:.3g}; written to {args.output}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Start `python -m service` on 127.0.0.1 with a free port, wait until ready, stop it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (no psutil); 0.0 where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def running_service(
+    repository: Path, models: list[str], env: dict[str, str] | None = None, timeout: float = 300.0, log=None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Yields (base URL, process) once /readyz says ready; SIGINT, then SIGKILL, on the way out."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--model-repository", str(repository)]
+    full_env = {**os.environ, "SERVE_MODELS": ",".join(models), **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _ready(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service not ready on {url} after {timeout:.0f} s")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(url: str, timeout: float = 300.0) -> None:
+    """Poll `url`/readyz until 200 (for shell scripts that start the service themselves)."""
+    deadline = time.monotonic() + timeout
+    while not _ready(url):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"service not ready on {url} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    # python -m loadtest.server URL [TIMEOUT]: wait until the service at URL is ready.
+    wait_ready(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 300.0)
