@@ -14,14 +14,8 @@ from models.registry import register_model
 # Conv layers as (out_channels, kernel, stride, padding, groups); "N" = local response norm, "M" = 3x3/2 max pool.
 cfgs: dict[str, list[tuple[int, int, int, int, int] | str]] = {
     "alexnet": [
-        (64, 11, 4, 2, 1),
-        "M",
-        (192, 5, 1, 2, 1),
-        "M",
-        (384, 3, 1, 1, 1),
-        (256, 3, 1, 1, 1),
-        (256, 3, 1, 1, 1),
-        "M",
+        *((64, 11, 4, 2, 1), "M", (192, 5, 1, 2, 1), "M"),
+        *((384, 3, 1, 1, 1), (256, 3, 1, 1, 1), (256, 3, 1, 1, 1), "M"),
     ],
     "alexnet_2012": [
         *((96, 11, 4, 0, 1), "N", "M", (256, 5, 1, 2, 2), "N", "M"),

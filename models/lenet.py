@@ -3,8 +3,14 @@
 Both connect feature maps sparsely, by hand-designed tables kept here as data (`H2_INPUTS`,
 `C3_INPUTS`). `PartialConv2d` implements a table with one trainable kernel per connection,
 scattered into a dense kernel by a fixed 0/1 matrix: the trainable parameters are exactly the
-paper's, and export sees a MatMul and a Conv. Weights start uniform in +-2.4 / F_i (F_i the
-fan-in of the unit the weight feeds, as both papers prescribe), biases at zero.
+paper's, and export sees a MatMul and a Conv.
+
+Weights start uniform in +-2.4 / sqrt(F_i), F_i the fan-in of the unit the weight feeds, and
+biases at zero. Both papers print the bound as 2.4 / F_i; the 1998 one says what it is for:
+weighted sums whose spread is the same for every unit and inside the sigmoid's operating range,
+which takes the square root (the spread of a sum of F_i terms grows as sqrt(F_i)). Taken
+literally, the sums shrink layer by layer, and LeNet-5 ends about 2 points lower on the digits
+recipe of models/train.py (95.8% against 98.1%).
 """
 
 import torch
@@ -27,16 +33,16 @@ C3_INPUTS = (
 
 
 def _fan_in_uniform_(weight: torch.Tensor, fan_in: int | torch.Tensor) -> None:
-    """The papers' init: uniform in +-2.4 / F_i."""
+    """The papers' init, uniform in +-2.4 / sqrt(F_i) (see the module docstring)."""
     with torch.no_grad():
-        weight.uniform_(-1.0, 1.0).mul_(2.4 / fan_in)
+        weight.uniform_(-1.0, 1.0).mul_(2.4 / fan_in**0.5)
 
 
 def _rbf_codes(num_classes: int, length: int) -> torch.Tensor:
     """Fixed pseudo-random +-1 codes, (num_classes, length), from an integer hash of each entry's index.
 
     The paper drew its codes as 7x12 bitmaps of the ASCII characters, which it does not list, and
-    notes that random +-1 codes would do as well. An integer hash (Mueller's 32-bit mixer, exact in
+    notes that random +-1 codes would have done. An integer hash (Mueller's 32-bit mixer, exact in
     int64) gives the same codes on every platform, for any num_classes, without touching the RNG.
     """
     h = torch.arange(1, num_classes * length + 1, dtype=torch.int64)
@@ -107,7 +113,11 @@ class EuclideanRBF(nn.Module):
 
 
 class LeNet1989(nn.Module):
-    """16x16 -> H1 12@8x8 -> H2 12@4x4 (each map sees 8 H1 maps) -> H3 30 -> outputs; untied biases in H1, H2."""
+    """16x16 -> H1 12@8x8 -> H2 12@4x4 (each map sees 8 H1 maps) -> H3 30 -> outputs; untied biases in H1, H2.
+
+    The paper says neither what lies beyond the image edge (we pad with zeros) nor how its
+    "scaled hyperbolic tangent" is scaled (we use plain tanh).
+    """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
@@ -168,7 +178,6 @@ class LeNet5(nn.Module):
 
 _CARD = dict(
     family="lenet",
-    input_size=(1, 32, 32),
     mean=(0.5,),
     std=(0.5,),
     crop_pct=1.0,
@@ -179,16 +188,16 @@ _CARD = dict(
 
 
 @register_model(
-    **{**_CARD, "input_size": (1, 16, 16)},
-    year=1989,
-    paper="Backpropagation Applied to Handwritten Zip Code Recognition",
+    **_CARD, year=1989, paper="Backpropagation Applied to Handwritten Zip Code Recognition", input_size=(1, 16, 16)
 )
 def lenet1989(*, num_classes: int = 10, in_chans: int = 1) -> LeNet1989:
     """LeCun et al.'s zip-code network, "Backpropagation Applied to Handwritten Zip Code Recognition", 1989."""
     return LeNet1989(num_classes=num_classes, in_chans=in_chans)
 
 
-@register_model(**_CARD, year=1998, paper="Gradient-Based Learning Applied to Document Recognition")
+@register_model(
+    **_CARD, year=1998, paper="Gradient-Based Learning Applied to Document Recognition", input_size=(1, 32, 32)
+)
 def lenet5(*, num_classes: int = 10, in_chans: int = 1) -> LeNet5:
     """LeNet-5, "Gradient-Based Learning Applied to Document Recognition", 1998."""
     return LeNet5(num_classes=num_classes, in_chans=in_chans)
