@@ -82,7 +82,7 @@ def export_one(name: str, args: argparse.Namespace) -> Path:
     precision = "fp16" if args.fp16 else "fp32"
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(Fp16(copy.deepcopy(model)) if args.fp16 else model, card.input_size, onnx_path, args.opset)
+        export_onnx(Fp16(copy.deepcopy(model)).eval() if args.fp16 else model, card.input_size, onnx_path, args.opset)
         parity = check_parity(model, str(onnx_path), card.input_size, precision) if args.check else None
         if parity and not parity.passed:
             raise SystemExit(
