@@ -24,8 +24,8 @@ import onnxruntime as ort
 from loadtest.images import photo_jpegs
 from loadtest.measure import http_point, raw_point
 from loadtest.server import ROOT, cpu_seconds, running_service
+from service.app import build_engine, effective_batching
 from service.config import Settings
-from service.engine import Engine, provider_specs, resolve_providers
 from service.preprocess import Preprocessor
 from service.repository import ModelSource, load_source
 
@@ -51,14 +51,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def bench_raw(source: ModelSource, jpegs: list[bytes], max_batch: int, seconds: float) -> list[dict]:
+def bench_raw(source: ModelSource, jpegs: list[bytes], seconds: float) -> list[dict]:
     """The engine built as the service builds it (same providers, same session options)."""
     settings, config = Settings(), source.config
-    providers = resolve_providers(settings.providers, ort.get_available_providers())
-    specs = provider_specs(providers, input_spec=config.input, max_batch_size=max_batch, opt_batch_size=max_batch)
-    engine = Engine(source.onnx_path, input_spec=config.input, output_spec=config.output, providers=specs)
+    batching = effective_batching(config.batching, settings)
+    engine = build_engine(source, settings, batching)
     preprocess = Preprocessor(config.preprocessing, config.input, max_pixels=settings.max_image_pixels)
     tensors = [preprocess(data) for data in jpegs]
+    max_batch = batching.max_batch_size
     sizes = [2**i for i in range(max_batch.bit_length()) if 2**i <= max_batch]
     sizes += [max_batch] if sizes[-1] != max_batch else []
     try:
@@ -113,9 +113,8 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None)
     seconds = seconds or (1.0 if quick else 5.0)
     ensure_exported(repository, model)
     source = load_source(repository, model)
-    max_batch = Settings().max_batch_size or source.config.batching.max_batch_size
     jpegs = list(photo_jpegs().values())
-    raw = bench_raw(source, jpegs, max_batch, seconds)
+    raw = bench_raw(source, jpegs, seconds)
     with tempfile.TemporaryFile("w+") as log:  # the service's own log, shown only if it fails
         try:
             batched = bench_service(repository, model, jpegs, seconds, {}, log)
@@ -139,7 +138,7 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None)
             "onnxruntime": ort.__version__,
             "python": platform.python_version(),
         },
-        "budget": {"seconds_per_point": seconds, "quick": quick, "max_batch_size": max_batch},
+        "budget": {"seconds_per_point": seconds, "quick": quick, "max_batch_size": raw[-1]["batch_size"]},
         "raw": raw,
         "service": {"batched": batched, "unbatched": unbatched},
     }

@@ -70,31 +70,34 @@ class _Window:
             self.end = now
 
 
-async def _worker(client: httpx.AsyncClient, url: str, images, window: _Window, worker: int, started: float) -> None:
-    while window.end == math.inf:
-        t0 = time.perf_counter()
-        response = await client.post(url, content=next(images), headers={"content-type": "image/jpeg"})
-        t1 = time.perf_counter()
-        window.answered.add(worker)
-        if window.begin <= t1 <= window.end:
-            if response.status_code == 200:
-                (result,) = response.json()["results"]
-                window.latencies.append(t1 - t0)
-                window.batch_sizes.append(result["batch_size"])
-                window.queue_ms.append(result["timing"]["queue_ms"])
-            else:
-                window.errors[str(response.status_code)] = window.errors.get(str(response.status_code), 0) + 1
-        window.update(t1, started)
+async def _worker(url: str, images, window: _Window, worker: int, started: float) -> None:
+    async with httpx.AsyncClient(timeout=300) as client:  # one connection each: a shared pool costs O(clients)
+        while window.end == math.inf:
+            await _request(client, url, images, window, worker, started)
+
+
+async def _request(client: httpx.AsyncClient, url: str, images, window: _Window, worker: int, started: float) -> None:
+    t0 = time.perf_counter()
+    response = await client.post(url, content=next(images), headers={"content-type": "image/jpeg"})
+    t1 = time.perf_counter()
+    window.answered.add(worker)
+    if window.begin <= t1 <= window.end:
+        if response.status_code == 200:
+            (result,) = response.json()["results"]
+            window.latencies.append(t1 - t0)
+            window.batch_sizes.append(result["batch_size"])
+            window.queue_ms.append(result["timing"]["queue_ms"])
+        else:
+            window.errors[str(response.status_code)] = window.errors.get(str(response.status_code), 0) + 1
+    window.update(t1, started)
 
 
 async def _http_point(base_url: str, model: str, jpegs: list[bytes], concurrency: int, seconds: float) -> _Window:
     window = _Window(concurrency, seconds)
     url = f"{base_url}/v1/classify?model={model}&top_k=1"
     images = itertools.cycle(jpegs)  # shared by the workers: one event loop, so no lock is needed
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     started = time.perf_counter()
-    async with httpx.AsyncClient(limits=limits, timeout=300) as client:
-        await asyncio.gather(*(_worker(client, url, images, window, i, started) for i in range(concurrency)))
+    await asyncio.gather(*(_worker(url, images, window, i, started) for i in range(concurrency)))
     return window
 
 

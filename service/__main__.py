@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log
+    )
 
 
 if __name__ == "__main__":

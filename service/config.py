@@ -32,11 +32,15 @@ class Settings(BaseSettings):
     trt_fp16: bool = Field(True, description="Let TensorRT build fp16 kernels.")
     trt_cache_dir: Path = Field(Path(".trt_cache"), description="TensorRT engine and timing cache directory.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 lets it choose.")
+    intra_op_spinning: bool = Field(
+        False, description="Let ONNX Runtime's threads busy-wait for work; on a small CPU host it starves decoding."
+    )
     warmup: bool = Field(True, description="Run each model once at every batch size it will see before ready.")
 
     # HTTP.
     host: str = Field("0.0.0.0", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
+    access_log: bool = Field(False, description="Log a line per request; Prometheus metrics count them either way.")
     max_request_bytes: int = Field(16 * MiB, ge=1, description="Largest request body accepted (413 above).")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width*height, checked before decoding.")
     max_images_per_request: int = Field(64, ge=1, description="Most images in one request (413 above).")

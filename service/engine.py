@@ -86,12 +86,15 @@ def provider_specs(
     return specs
 
 
-def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
+def session_options(intra_op_threads: int = 0, spinning: bool = False) -> ort.SessionOptions:
+    """Sequential execution, `intra_op_threads` for each operator. Spinning keeps those threads busy-waiting
+    between operators and between runs; off, they sleep and leave the cores to decoding and HTTP."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
@@ -109,6 +112,7 @@ class Engine:
         output_spec: TensorSpec,
         providers: Sequence[ProviderSpec],
         intra_op_threads: int = 0,
+        spinning: bool = False,
         session_factory: SessionFactory = ort.InferenceSession,
     ):
         self.input_spec = input_spec
@@ -121,7 +125,7 @@ class Engine:
             try:
                 self._session = session_factory(
                     str(path),
-                    sess_options=session_options(intra_op_threads),
+                    sess_options=session_options(intra_op_threads, spinning),
                     providers=[p.name for p in candidates],
                     provider_options=[p.options for p in candidates],
                 )

@@ -54,6 +54,7 @@ class ServiceState:
         return bool(self.models) and all(e.state is ModelState.READY for e in self.models.values())
 
 
-def get_state(request: Request) -> ServiceState:
-    """FastAPI dependency: the state the lifespan built."""
+async def get_state(request: Request) -> ServiceState:
+    """FastAPI dependency: the state the lifespan built. Async, because FastAPI runs a plain `def`
+    dependency in its thread pool: a thread hop per request for one attribute lookup."""
     return request.app.state.service

@@ -123,3 +123,17 @@ def test_engine_rejects_names_that_do_not_match_config(rgb_path):
             output_spec=OUTPUT,
             providers=[ProviderSpec(CPU)],
         )
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_engine_passes_thread_options_to_the_session(rgb_path, spinning):
+    seen = []
+
+    def factory(path, *, sess_options, providers, provider_options):
+        seen.append(sess_options)
+        return ort.InferenceSession(path, sess_options=sess_options, providers=providers)
+
+    engine(rgb_path, spinning=spinning, session_factory=factory)
+    (options,) = seen
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
