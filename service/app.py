@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import DynamicBatcher
 from service.config import Settings
-from service.engine import Engine, provider_specs, resolve_providers
+from service.engine import CPU, Engine, provider_specs, resolve_providers
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.model_config import Batching
@@ -35,8 +35,10 @@ from service.state import ModelEntry, ServiceState
 log = logging.getLogger(__name__)
 
 
-def effective_batching(defaults: Batching, settings: Settings) -> BatchingInfo:
-    """config.json's batching with each setting that is not None overriding it."""
+def effective_batching(defaults: Batching, settings: Settings, *, on_gpu: bool = False) -> BatchingInfo:
+    """config.json's batching with each setting that is not None overriding it. Unless set, one batch
+    runs at a time on CPU (a second would only compete for the same cores) and two on a GPU, so the
+    host forms and copies the next batch while the device runs one."""
     max_batch = settings.max_batch_size or defaults.max_batch_size
     preferred = settings.preferred_batch_sizes
     if preferred is None:
@@ -47,7 +49,7 @@ def effective_batching(defaults: Batching, settings: Settings) -> BatchingInfo:
         preferred_batch_sizes=sorted({n for n in preferred if n <= max_batch}),
         max_queue_delay_ms=delay,
         max_queue_size=settings.max_queue_size or defaults.max_queue_size,
-        batches_in_flight=settings.batches_in_flight,
+        batches_in_flight=settings.batches_in_flight or (2 if on_gpu else 1),
     )
 
 
@@ -80,6 +82,8 @@ def load_model(entry: ModelEntry, settings: Settings) -> None:
     config = source.config
     batching = effective_batching(config.batching, settings)
     engine = build_engine(source, settings, batching)
+    if engine.providers_in_use[0] != CPU:  # what the session really got, after any fallback
+        batching = effective_batching(config.batching, settings, on_gpu=True)
     try:
         if settings.warmup:
             engine.warmup([1, *batching.preferred_batch_sizes, batching.max_batch_size])

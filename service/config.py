@@ -56,7 +56,11 @@ class Settings(BaseSettings):
         None, description="Override config.json's preferred_batch_sizes (comma-separated)."
     )
     max_queue_size: int | None = Field(None, ge=1, description="Override config.json's max_queue_size.")
-    batches_in_flight: int = Field(2, ge=1, description="Batches per model running at once (one forms while one runs).")
+    batches_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="Batches per model running at once; unset: 1 on CPU, 2 on a GPU (one forms while one runs).",
+    )
 
     @field_validator("models", "providers", "preferred_batch_sizes", mode="before")
     @classmethod

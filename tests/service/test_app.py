@@ -42,6 +42,17 @@ def test_settings_override_config_batching():
     assert custom.max_queue_size == 10
 
 
+def test_batches_in_flight_follow_the_device_unless_set():
+    defaults = Batching(max_batch_size=32, preferred_batch_sizes=(8, 16), max_queue_delay_ms=2, max_queue_size=256)
+    assert effective_batching(defaults, Settings()).batches_in_flight == 1
+    assert effective_batching(defaults, Settings(), on_gpu=True).batches_in_flight == 2
+    assert effective_batching(defaults, Settings(batches_in_flight=3), on_gpu=False).batches_in_flight == 3
+
+
+def test_a_cpu_session_runs_one_batch_at_a_time(client):
+    assert client.get("/v1/models/tiny_rgb").json()["batching"]["batches_in_flight"] == 1
+
+
 def test_only_the_configured_models_are_loaded(make_client):
     client = make_client(models=["tiny_gray"])
     assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["tiny_gray"]

@@ -20,7 +20,7 @@ def test_defaults():
     s = Settings()
     assert s.models == [] and s.providers == ["tensorrt", "cuda", "cpu"]
     assert s.max_batch_size is None and s.preferred_batch_sizes is None  # config.json decides
-    assert s.batches_in_flight == 2 and s.default_top_k == 5
+    assert s.batches_in_flight is None and s.default_top_k == 5  # chosen by device
 
 
 def test_every_setting_is_described():
