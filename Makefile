@@ -55,7 +55,7 @@ bench: export
 		--output loadtest/results/bench-$$(date -u +%Y%m%dT%H%M%SZ).json
 
 # The service on 127.0.0.1, Locust headless for LOCUST_RUN_TIME (LOCUST_MODELS, LOCUST_SHAPE: see
-# loadtest/locustfile.py), CSV and HTML into loadtest/results/<timestamp>/, then the service stopped.
+# loadtest/locustfile.py), CSV, HTML and PNG plots into loadtest/results/<timestamp>/, then the service stopped.
 loadtest: export
 	@out=loadtest/results/$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$out; \
 	$(PY) -m service --host 127.0.0.1 --port $(LOADTEST_PORT) --model-repository $(REPO) > $$out/service.log 2>&1 & \
@@ -63,5 +63,5 @@ loadtest: export
 	$(PY) -m loadtest.server http://127.0.0.1:$(LOADTEST_PORT) && \
 	$(VENV)/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:$(LOADTEST_PORT) --headless \
 		-u $(LOCUST_USERS) -r $(LOCUST_SPAWN_RATE) --run-time $(LOCUST_RUN_TIME) \
-		--csv $$out/locust --html $$out/report.html; \
-	status=$$?; echo "results in $$out"; exit $$status
+		--csv $$out/locust --csv-full-history --html $$out/report.html; \
+	status=$$?; $(PY) -m loadtest.plots $$out/locust; echo "results in $$out"; exit $$status

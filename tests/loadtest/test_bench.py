@@ -77,3 +77,10 @@ def test_markdown_table_has_a_row_per_point(report):
     table = bench.markdown(report).splitlines()
     assert len(table) == 2 + len(report["raw"]) + 2 * len(bench.CONCURRENCY)
     assert all(row.startswith("|") and row.endswith("|") for row in table)
+
+
+def test_the_best_raw_batch_is_rechecked_after_the_service(report):
+    assert report["raw_recheck"]["batch_size"] == report["raw_best"]["batch_size"]
+    assert report["raw_drift"] == pytest.approx(
+        report["raw_recheck"]["images_per_s"] / report["raw_best"]["images_per_s"]
+    )
