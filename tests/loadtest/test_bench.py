@@ -77,6 +77,7 @@ def test_markdown_table_has_a_row_per_point(report):
     table = bench.markdown(report).splitlines()
     assert len(table) == 2 + len(report["raw"]) + 2 * len(bench.CONCURRENCY)
     assert all(row.startswith("|") and row.endswith("|") for row in table)
+    assert len({row.count("|") for row in table}) == 1  # every row has every column
 
 
 def test_the_best_raw_batch_is_rechecked_after_the_service(report):
@@ -84,3 +85,10 @@ def test_the_best_raw_batch_is_rechecked_after_the_service(report):
     assert report["raw_drift"] == pytest.approx(
         report["raw_recheck"]["images_per_s"] / report["raw_best"]["images_per_s"]
     )
+
+
+def test_latency_at_one_client_is_compared_with_raw_batch_one_plus_decoding(report):
+    assert report["decode_ms"] > 0
+    one = next(p for p in report["service"]["batched"]["points"] if p["concurrency"] == 1)
+    raw_one = next(p for p in report["raw"] if p["batch_size"] == 1)
+    assert report["latency_ratio_at_1"] == pytest.approx((one["p50_ms"] - report["decode_ms"]) / raw_one["p50_ms"])
