@@ -63,6 +63,8 @@ def write_version(
     opset: int,
     labels: list[str] | None = None,
     version: int | None = None,
+    *,
+    uint8: bool = False,
 ) -> Path:
     """Copy the ONNX file to <repo>/<name>/<version>/model.onnx and merge its entry into config.json."""
     folder = repository / card.name
@@ -88,9 +90,9 @@ def write_version(
     config = ModelConfig(
         name=card.name,
         card=card.to_dict(),
-        input=TensorSpec(name="input", dtype="float32", shape=(-1, channels, height, width)),
+        input=TensorSpec(name="input", dtype="uint8" if uint8 else "float32", shape=(-1, channels, height, width)),
         output=TensorSpec(name="logits", dtype="float32", shape=(-1, card.num_classes), layout="NC"),
-        preprocessing=preprocessing_for(card),
+        preprocessing=preprocessing_for(card).model_copy(update={"fused": uint8}),
         batching=previous.batching if previous else default_batching(card),
         versions=versions,
     )

@@ -46,9 +46,16 @@ def resolve_names(patterns: list[str]) -> list[str]:
     return names
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int | None) -> None:
+def example_input(batch: int, input_shape: tuple[int, ...], uint8: bool, seed: int | None = None) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if uint8:
+        return torch.randint(0, 256, (batch, *input_shape), dtype=torch.uint8, generator=generator)
+    return torch.randn(batch, *input_shape, generator=generator)
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int | None, uint8: bool) -> None:
     """Trace with torch.export, batch dimension dynamic, weights inside the one file."""
-    example = torch.randn(2, *input_shape)
+    example = example_input(2, input_shape, uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -76,14 +83,32 @@ class Fp16(nn.Module):
         return self.model(x.half()).float()
 
 
+class Normalize(nn.Module):
+    """uint8 pixels in, `(x / 255 - mean) / std` into the model: the service's preprocessing ends at
+    pixels, and the host ships a quarter of the bytes float32 would take."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).reshape(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).reshape(1, -1, 1, 1) * 255)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x.float() - self.mean) / self.std)
+
+
 def export_one(name: str, args: argparse.Namespace) -> Path:
     loaded = load_weights(name, args.weights)
     model, card = loaded.model, loaded.card
     precision = "fp16" if args.fp16 else "fp32"
+    exported = Fp16(copy.deepcopy(model)).eval() if args.fp16 else model
+    if args.uint8:
+        exported, model = Normalize(exported, card.mean, card.std).eval(), Normalize(model, card.mean, card.std).eval()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(Fp16(copy.deepcopy(model)).eval() if args.fp16 else model, card.input_size, onnx_path, args.opset)
-        parity = check_parity(model, str(onnx_path), card.input_size, precision) if args.check else None
+        export_onnx(exported, card.input_size, onnx_path, args.opset, args.uint8)
+        x = example_input(3, card.input_size, args.uint8, seed=0)
+        parity = check_parity(model, str(onnx_path), x, precision) if args.check else None
         if parity and not parity.passed:
             raise SystemExit(
                 f"error: {name}: ONNX Runtime disagrees with PyTorch (max softmax diff "
@@ -91,7 +116,16 @@ def export_one(name: str, args: argparse.Namespace) -> Path:
             )
         opset = onnx.load(str(onnx_path), load_external_data=False).opset_import[0].version
         return write_version(
-            Path(args.output), card, onnx_path, loaded.weights, parity, precision, opset, loaded.labels, args.version
+            Path(args.output),
+            card,
+            onnx_path,
+            loaded.weights,
+            parity,
+            precision,
+            opset,
+            loaded.labels,
+            args.version,
+            uint8=args.uint8,
         )
 
 
@@ -101,6 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", default="auto", help="auto | random | imagenet | PATH to a checkpoint")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--fp16", action="store_true", help="export fp16 weights and activations (fp32 I/O)")
+    p.add_argument("--uint8", action="store_true", help="uint8 pixel input, normalization inside the graph")
     p.add_argument("--output", default="model_repository", help="model repository folder")
     p.add_argument("--version", type=int, default=None, help="version number (default: latest + 1, or 1)")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the ONNX Runtime parity check")

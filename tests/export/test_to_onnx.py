@@ -11,6 +11,8 @@ from export.to_onnx import main, resolve_names
 from export.weights import RandomWeightsWarning
 from models import get_model
 from service.model_config import ModelConfig
+from service.preprocess import Preprocessor
+from tests.service.conftest import image_bytes
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +86,28 @@ def test_names_expand_globs_and_all():
 def test_unknown_name_lists_close_matches():
     with pytest.raises(SystemExit, match="resnet50"):
         resolve_names(["resnet5"])
+
+
+def test_uint8_export_fuses_normalization_and_serves_the_same_answer(tmp_path):
+    """Same checkpoint exported twice: float input vs uint8 with normalization in the graph."""
+    model = get_model("lenet5").eval()
+    ckpt = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict()}, ckpt)
+    main(["--model", "lenet5", "--weights", str(ckpt), "--output", str(tmp_path / "float")])
+    main(["--model", "lenet5", "--weights", str(ckpt), "--uint8", "--output", str(tmp_path / "uint8")])
+    plain = ModelConfig.model_validate_json((tmp_path / "float" / "lenet5" / "config.json").read_text())
+    fused = ModelConfig.model_validate_json((tmp_path / "uint8" / "lenet5" / "config.json").read_text())
+    assert fused.input.dtype == "uint8" and fused.preprocessing.fused and not plain.preprocessing.fused
+    assert fused.versions[1].parity.passed and fused.versions[1].parity.max_abs_diff_softmax < 1e-4
+
+    def session(root):
+        return ort.InferenceSession(str(root / "lenet5" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    assert session(tmp_path / "uint8").get_inputs()[0].type == "tensor(uint8)"
+    photo = image_bytes(color=(200, 30, 90), size=(40, 36), fmt="PNG")
+    pixels = Preprocessor(fused.preprocessing, fused.input, max_pixels=10**6)(photo)
+    normalized = Preprocessor(plain.preprocessing, plain.input, max_pixels=10**6)(photo)
+    assert pixels.dtype == np.uint8 and normalized.dtype == np.float32
+    (from_pixels,) = session(tmp_path / "uint8").run(None, {"input": pixels[None]})
+    (from_floats,) = session(tmp_path / "float").run(None, {"input": normalized[None]})
+    np.testing.assert_allclose(from_pixels, from_floats, rtol=1e-4, atol=1e-4)
