@@ -6,6 +6,7 @@ and `/readyz` says 503. A model that fails to load is marked failed with its rea
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import DynamicBatcher
 from service.config import Settings
-from service.engine import CPU, Engine, provider_specs, resolve_providers
+from service.engine import CPU, Engine, GpuOptions, provider_specs, resolve_providers
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.model_config import Batching
@@ -53,6 +54,10 @@ def effective_batching(defaults: Batching, settings: Settings, *, on_gpu: bool =
     )
 
 
+def gpu_options(settings: Settings) -> GpuOptions:
+    return GpuOptions(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(GpuOptions)})
+
+
 def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo) -> Engine:
     """The session for one model, with the providers and thread options the settings ask for."""
     config = source.config
@@ -62,9 +67,7 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
         input_spec=config.input,
         max_batch_size=batching.max_batch_size,
         opt_batch_size=max(batching.preferred_batch_sizes, default=batching.max_batch_size),
-        device_id=settings.device_id,
-        trt_fp16=settings.trt_fp16,
-        trt_cache_dir=settings.trt_cache_dir,
+        gpu=gpu_options(settings),
     )
     return Engine(
         source.onnx_path,

@@ -1,7 +1,7 @@
 """Service settings, read from the environment (`SERVE_*`) and overridable by `python -m service` flags."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,6 +31,17 @@ class Settings(BaseSettings):
     device_id: int = Field(0, ge=0, description="GPU index for the CUDA and TensorRT providers.")
     trt_fp16: bool = Field(True, description="Let TensorRT build fp16 kernels.")
     trt_cache_dir: Path = Field(Path(".trt_cache"), description="TensorRT engine and timing cache directory.")
+    trt_workspace_mb: int = Field(4096, ge=1, description="TensorRT builder workspace.")
+    trt_builder_optimization_level: int = Field(
+        3, ge=0, le=5, description="TensorRT builder effort, 0 to 5: higher builds slower, may run faster."
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE", description="How the CUDA provider picks convolution algorithms (once per shape)."
+    )
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        "kNextPowerOfTwo", description="How the CUDA provider's memory arena grows."
+    )
+    gpu_mem_limit_mb: int = Field(0, ge=0, description="Cap on the CUDA provider's arena; 0 is no cap.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 lets it choose.")
     intra_op_spinning: bool = Field(
         False, description="Let ONNX Runtime's threads busy-wait for work; on a small CPU host it starves decoding."

@@ -53,33 +53,54 @@ def _shape(input_name: str, spec: TensorSpec, batch: int) -> str:
     return f"{input_name}:" + "x".join(str(batch if d == -1 else d) for d in spec.shape)
 
 
+@dataclass(frozen=True)
+class GpuOptions:
+    """What the TensorRT and CUDA providers are asked for (Settings validates each; see service/config.py)."""
+
+    device_id: int = 0
+    trt_fp16: bool = True
+    trt_cache_dir: Path = Path(".trt_cache")
+    trt_workspace_mb: int = 4096
+    trt_builder_optimization_level: int = 3
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    cuda_arena_extend_strategy: str = "kNextPowerOfTwo"
+    gpu_mem_limit_mb: int = 0  # 0: no limit
+
+
 def provider_specs(
     providers: Sequence[str],
     *,
     input_spec: TensorSpec,
     max_batch_size: int,
     opt_batch_size: int,
-    device_id: int = 0,
-    trt_fp16: bool = True,
-    trt_cache_dir: Path = Path(".trt_cache"),
+    gpu: GpuOptions = GpuOptions(),
 ) -> list[ProviderSpec]:
-    """The options each provider gets. TensorRT: one optimization profile from batch 1 to max_batch_size."""
+    """The options each provider gets. TensorRT: one optimization profile from batch 1 to max_batch_size,
+    tuned for opt_batch_size, with engine and timing caches so a restart loads instead of building."""
     specs = []
     for name in providers:
         if name == PROVIDER_NAMES["tensorrt"]:
             options = {
-                "device_id": str(device_id),
-                "trt_fp16_enable": str(trt_fp16),
+                "device_id": str(gpu.device_id),
+                "trt_fp16_enable": str(gpu.trt_fp16),
+                "trt_max_workspace_size": str(gpu.trt_workspace_mb * 1024 * 1024),
+                "trt_builder_optimization_level": str(gpu.trt_builder_optimization_level),
                 "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": str(trt_cache_dir),
+                "trt_engine_cache_path": str(gpu.trt_cache_dir),
                 "trt_timing_cache_enable": "True",
-                "trt_timing_cache_path": str(trt_cache_dir),
+                "trt_timing_cache_path": str(gpu.trt_cache_dir),
                 "trt_profile_min_shapes": _shape(input_spec.name, input_spec, 1),
                 "trt_profile_opt_shapes": _shape(input_spec.name, input_spec, opt_batch_size),
                 "trt_profile_max_shapes": _shape(input_spec.name, input_spec, max_batch_size),
             }
         elif name == PROVIDER_NAMES["cuda"]:
-            options = {"device_id": str(device_id), "cudnn_conv_algo_search": "EXHAUSTIVE"}
+            options = {
+                "device_id": str(gpu.device_id),
+                "cudnn_conv_algo_search": gpu.cudnn_conv_algo_search,
+                "arena_extend_strategy": gpu.cuda_arena_extend_strategy,
+            }
+            if gpu.gpu_mem_limit_mb:
+                options["gpu_mem_limit"] = str(gpu.gpu_mem_limit_mb * 1024 * 1024)
         else:
             options = {}
         specs.append(ProviderSpec(name, options))

@@ -4,7 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import service.routes.classify
-from service.app import create_app, effective_batching
+from service.app import create_app, effective_batching, gpu_options
 from service.config import Settings
 from service.model_config import Batching
 from tests.service.conftest import image_bytes, wait_ready
@@ -40,6 +40,13 @@ def test_settings_override_config_batching():
     custom = effective_batching(defaults, s)
     assert (custom.max_batch_size, custom.preferred_batch_sizes, custom.max_queue_delay_ms) == (8, [], 0)
     assert custom.max_queue_size == 10
+
+
+def test_gpu_options_come_from_settings():
+    settings = Settings(device_id=2, trt_fp16=False, trt_builder_optimization_level=1, gpu_mem_limit_mb=100)
+    gpu = gpu_options(settings)
+    assert (gpu.device_id, gpu.trt_fp16, gpu.trt_builder_optimization_level, gpu.gpu_mem_limit_mb) == (2, False, 1, 100)
+    assert gpu.cudnn_conv_algo_search == settings.cudnn_conv_algo_search == "EXHAUSTIVE"
 
 
 def test_batches_in_flight_follow_the_device_unless_set():

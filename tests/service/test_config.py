@@ -34,6 +34,21 @@ def test_bad_values_are_refused():
         Settings(port=0)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"trt_builder_optimization_level": 6},
+        {"trt_workspace_mb": 0},
+        {"cudnn_conv_algo_search": "FASTEST"},
+        {"cuda_arena_extend_strategy": "grow"},
+        {"gpu_mem_limit_mb": -1},
+    ],
+)
+def test_bad_gpu_options_are_refused(bad):
+    with pytest.raises(ValidationError):
+        Settings(**bad)
+
+
 def test_readme_documents_every_setting():
     from pathlib import Path
 

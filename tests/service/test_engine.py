@@ -4,7 +4,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.engine import CPU, Engine, ProviderSpec, provider_specs, resolve_providers
+from service.engine import CPU, Engine, GpuOptions, ProviderSpec, provider_specs, resolve_providers
 from service.errors import InferenceFailed
 from service.model_config import TensorSpec
 from tests.service.conftest import RGB_BIAS, RGB_WEIGHT
@@ -40,26 +40,31 @@ def test_resolve_rejects_unknown_names():
 
 
 def test_provider_options_are_data():
-    specs = provider_specs(
-        [TRT, CUDA, CPU],
-        input_spec=INPUT,
-        max_batch_size=32,
-        opt_batch_size=8,
-        device_id=1,
-        trt_fp16=True,
-        trt_cache_dir=Path("/cache"),
-    )
-    trt, cuda, cpu = specs
+    gpu = GpuOptions(device_id=1, trt_cache_dir=Path("/cache"), trt_workspace_mb=2, trt_builder_optimization_level=5)
+    trt, cuda, cpu = provider_specs([TRT, CUDA, CPU], input_spec=INPUT, max_batch_size=32, opt_batch_size=8, gpu=gpu)
     assert trt.name == TRT
     assert trt.options["trt_fp16_enable"] == "True"
+    assert trt.options["trt_max_workspace_size"] == str(2 * 1024 * 1024)
+    assert trt.options["trt_builder_optimization_level"] == "5"
     assert trt.options["trt_engine_cache_enable"] == "True"
     assert trt.options["trt_engine_cache_path"] == trt.options["trt_timing_cache_path"] == "/cache"
     assert trt.options["trt_profile_min_shapes"] == "input:1x3x16x16"
     assert trt.options["trt_profile_opt_shapes"] == "input:8x3x16x16"
     assert trt.options["trt_profile_max_shapes"] == "input:32x3x16x16"
     assert trt.options["device_id"] == "1"
-    assert cuda == ProviderSpec(CUDA, {"device_id": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"})
+    assert cuda == ProviderSpec(
+        CUDA, {"device_id": "1", "cudnn_conv_algo_search": "EXHAUSTIVE", "arena_extend_strategy": "kNextPowerOfTwo"}
+    )
     assert cpu == ProviderSpec(CPU, {})
+
+
+def test_cuda_memory_cap_only_when_set():
+    (capped,) = provider_specs(
+        [CUDA], input_spec=INPUT, max_batch_size=4, opt_batch_size=4, gpu=GpuOptions(gpu_mem_limit_mb=512)
+    )
+    assert capped.options["gpu_mem_limit"] == str(512 * 1024 * 1024)
+    (uncapped,) = provider_specs([CUDA], input_spec=INPUT, max_batch_size=4, opt_batch_size=4)
+    assert "gpu_mem_limit" not in uncapped.options
 
 
 def test_engine_runs_and_matches_hand_computation(rgb_path):
