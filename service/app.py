@@ -76,6 +76,8 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
         providers=specs,
         intra_op_threads=settings.intra_op_threads,
         spinning=settings.intra_op_spinning,
+        io_binding=settings.io_binding and any(p != CPU for p in providers),
+        device_id=settings.device_id,
     )
 
 

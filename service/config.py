@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     intra_op_spinning: bool = Field(
         False, description="Let ONNX Runtime's threads busy-wait for work; on a small CPU host it starves decoding."
     )
+    io_binding: bool = Field(True, description="On a GPU, bind inputs and outputs: one copy each way per batch.")
     warmup: bool = Field(True, description="Run each model once at every batch size it will see before ready.")
 
     # HTTP.

@@ -134,6 +134,8 @@ class Engine:
         providers: Sequence[ProviderSpec],
         intra_op_threads: int = 0,
         spinning: bool = False,
+        io_binding: bool = False,
+        device_id: int = 0,
         session_factory: SessionFactory = ort.InferenceSession,
     ):
         self.input_spec = input_spec
@@ -163,6 +165,10 @@ class Engine:
                 f"{path} has inputs {inputs} and outputs {outputs}; config.json expects "
                 f"{input_spec.name!r} -> {output_spec.name!r}"
             )
+        # With I/O binding the batch is copied to the device once and the logits back once, into
+        # buffers ONNX Runtime allocates on the session's device, instead of per-run staging.
+        on_gpu = self._session.get_providers()[0] != CPU
+        self._binding_device = ("cuda" if on_gpu else "cpu", device_id if on_gpu else 0) if io_binding else None
 
     @property
     def providers_in_use(self) -> list[str]:
@@ -173,7 +179,14 @@ class Engine:
         expected = tuple(self.input_spec.shape[1:])
         if batch.ndim != 4 or batch.shape[1:] != expected or batch.dtype != self._dtype:
             raise ValueError(f"batch is {batch.dtype}{batch.shape}, expected {self._dtype}(N, *{expected})")
-        (logits,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
+        if self._binding_device is None:
+            (logits,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
+        else:
+            binding = self._session.io_binding()
+            binding.bind_cpu_input(self.input_spec.name, batch)
+            binding.bind_output(self.output_spec.name, *self._binding_device)
+            self._session.run_with_iobinding(binding)
+            (logits,) = binding.copy_outputs_to_cpu()
         if logits.ndim != 2 or logits.shape[0] != batch.shape[0]:
             raise InferenceFailed(f"model returned shape {logits.shape} for a batch of {batch.shape[0]}")
         return logits.astype(np.float32, copy=False)

@@ -86,6 +86,16 @@ def test_engine_validates_its_input(rgb_path, batch):
         engine(rgb_path).run(batch)
 
 
+def test_io_binding_gives_the_same_logits(rgb_path):
+    """The bound path (what a GPU session uses), run here with CPU buffers."""
+    x = np.random.default_rng(0).random((5, 3, 16, 16), dtype=np.float32)
+    plain, bound = engine(rgb_path).run(x), engine(rgb_path, io_binding=True).run(x)
+    assert bound.shape == (5, 4) and bound.dtype == np.float32
+    np.testing.assert_array_equal(bound, plain)
+    with pytest.raises(ValueError, match="expected"):
+        engine(rgb_path, io_binding=True).run(x.astype(np.float64))
+
+
 def test_engine_falls_back_when_a_provider_fails_to_start(rgb_path):
     calls = []
 
