@@ -3,6 +3,7 @@ import threading
 from fastapi.testclient import TestClient
 
 import service.app
+import service.engine
 from service.app import create_app
 from service.config import Settings
 from tests.service.conftest import image_bytes, wait_ready, write_rgb
@@ -66,3 +67,29 @@ def test_metrics(client):
     assert 'cnnserve_requests_total{code="200",model="tiny_rgb"} 1.0' in text
     assert 'cnnserve_requests_total{code="404",model="unknown"} 1.0' in text
     assert "cnnserve_models_ready 2.0" in text
+
+
+def test_every_batch_size_is_warmed_up_before_ready(model_repo, monkeypatch):
+    """Warm-up is where TensorRT builds (or loads) its engines: all of it happens before /readyz says 200."""
+    gate, warmed = threading.Event(), []
+    warmup = service.engine.Engine.warmup
+
+    def gated_warmup(self, batch_sizes):
+        gate.wait(30)
+        warmed.append(sorted(set(batch_sizes)))
+        warmup(self, batch_sizes)
+
+    monkeypatch.setattr(service.engine.Engine, "warmup", gated_warmup)
+    settings = Settings(
+        model_repository=model_repo,
+        models=["tiny_rgb"],
+        providers=["cpu"],
+        max_batch_size=6,
+        preferred_batch_sizes=[2, 4],
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 503
+        gate.set()
+        wait_ready(client)
+        assert client.get("/readyz").status_code == 200
+    assert warmed == [[1, 2, 4, 6]]
