@@ -147,6 +147,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    # Without torchvision the exporter warns about each detection op it cannot register (nms, roi_align,
+    # ...) on every export; no classifier here uses them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     args = parse_args(argv)
     if args.list:
         for name in list_models():
