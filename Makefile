@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REPO ?= model_repository
 
-.PHONY: setup test lint format zoo-table export serve clean
+.PHONY: setup test lint format samples zoo-table export serve clean
 
 # torch==2.13.0 first: the CPU build (a bare `torch` would pull a multi-GB CUDA build).
 $(VENV)/.installed: pyproject.toml
@@ -34,6 +34,10 @@ export: setup
 
 serve: export
 	$(PY) -m service --model-repository $(REPO)
+
+# cat.jpg, coffee.jpg and digit.png: the files README's curl examples send.
+samples: setup
+	$(PY) -m loadtest.images samples
 
 zoo-table: setup
 	$(PY) -m models.zoo_table

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from loadtest.images import write_samples
 from service.app import create_app
 from service.config import Settings
 from tests.service.conftest import image_bytes, wait_ready, write_rgb
@@ -87,10 +88,18 @@ def client(tmp_path_factory):
         yield client
 
 
-def curl_request(command: str) -> dict:
-    """The request a README curl line sends, with the README's models and files swapped for tiny ones."""
-    png = image_bytes(fmt="PNG")
-    command = re.sub(r"\$\(base64 -w0 [^)]+\)", base64.b64encode(png).decode(), command)
+def read_file(reference: str, samples: Path | None) -> bytes:
+    """`@samples/cat.jpg` from the folder `make samples` fills (or a small PNG when none is given)."""
+    if samples is None:
+        return image_bytes(fmt="PNG")
+    return (samples.parent / reference.lstrip("@")).read_bytes()
+
+
+def curl_request(command: str, samples: Path | None = None) -> dict:
+    """The request a README curl line sends, with the README's models swapped for a tiny one."""
+    command = re.sub(
+        r"\$\(base64 -w0 ([^)]+)\)", lambda m: base64.b64encode(read_file(m.group(1), samples)).decode(), command
+    )
     args = shlex.split(command)[1:]
     request = {"method": "GET", "headers": {}, "files": [], "content": None}
     url = None
@@ -105,11 +114,11 @@ def curl_request(command: str) -> dict:
             request["headers"][name.strip()] = value.strip()
         elif arg in ("--data-binary", "-d"):
             data = args.pop(0)
-            request["content"] = png if data.startswith("@") else data.encode()
+            request["content"] = read_file(data, samples) if data.startswith("@") else data.encode()
             request["method"] = "POST"
         elif arg == "-F":
-            name, _, _ = args.pop(0).partition("=@")
-            request["files"].append((name, ("image.png", png, "image/png")))
+            name, _, path = args.pop(0).partition("=")
+            request["files"].append((name, (Path(path).name, read_file(path, samples), "application/octet-stream")))
             request["method"] = "POST"
         else:
             url = arg
@@ -122,9 +131,16 @@ def curl_commands() -> list[str]:
     return [c for c in commands() if c.startswith("curl ") and "localhost:8000" in c]
 
 
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("readme") / "samples"
+    write_samples(folder)
+    return folder
+
+
 @pytest.mark.parametrize("command", curl_commands())
-def test_curl_examples_get_answers(client, command):
-    request = curl_request(command)
+def test_curl_examples_get_answers(client, samples, command):
+    request = curl_request(command, samples)
     response = client.request(
         request["method"],
         request["url"],
