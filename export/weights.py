@@ -4,7 +4,6 @@ Every path returns the provenance with the weights, and export records it in
 config.json, so a served model always says what it is.
 """
 
-import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from export.repository import sha256_of
 from models import ModelCard, get_card, get_model
 from models.densenet import remap_checkpoint as remap_densenet
 from service.model_config import Weights
@@ -95,7 +95,7 @@ def _imagenet(name: str, card: ModelCard) -> Loaded:
 
 def _hub_sha256(card: ModelCard) -> str | None:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(card.weights_url).name
-    return _sha256(cached) if cached.exists() else None
+    return sha256_of(cached) if cached.exists() else None
 
 
 def _checkpoint(name: str, path: Path) -> Loaded:
@@ -108,13 +108,5 @@ def _checkpoint(name: str, path: Path) -> Loaded:
     model = get_model(name, num_classes=num_classes)
     model.load_state_dict(state, strict=True)
     accuracy = {k: float(v) for k, v in ckpt.get("metrics", {}).items() if isinstance(v, int | float)}
-    weights = Weights(source="checkpoint", uri=str(path), sha256=_sha256(path), accuracy=accuracy)
+    weights = Weights(source="checkpoint", uri=str(path), sha256=sha256_of(path), accuracy=accuracy)
     return Loaded(model.eval(), get_card(name, num_classes=num_classes), weights, ckpt.get("labels"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
