@@ -9,17 +9,23 @@ Environment:
     LOCUST_USERS     the shape's peak user count (default 16)
     LOCUST_DURATION  the shape's length in seconds (default 60)
 
-Besides the POST row, each model gets rows of server-reported figures, recorded as Locust
-"requests" whose response time is the figure: `BATCH_SIZE` (images in the batch the request ran
-in) and `QUEUE_MS` (time queued). A 429 (queue full) is shed load, not a failure: it is reported
-under `SHED`. A wrong status or a body that breaks the schema is a failure.
+The server reports, per answer, the size of the batch the image ran in and how long it queued. Those
+are kept apart from Locust's request statistics (which would count them as requests) and written at
+the end, per model, to `<csv prefix>_server.csv` and the log: answers, mean and p95 batch size,
+p50/p95/p99 queue time (workers send theirs to the master). A 429 (queue full) is shed load, not a
+failure: it is reported under `SHED`. A wrong status or a body that breaks the schema is a failure.
 """
 
+import csv
+import logging
 import os
 import random
+from collections import defaultdict
 from itertools import accumulate
 
-from locust import FastHttpUser, LoadTestShape, task
+import numpy as np
+from locust import FastHttpUser, LoadTestShape, events, task
+from locust.runners import WorkerRunner
 
 from loadtest.images import photo_jpegs
 
@@ -62,6 +68,74 @@ def check_body(body: object, model: str, top_k: int) -> str | None:
     return None
 
 
+class ServerFigures:
+    """Batch size and queue time per model, as the server reported them in each answer."""
+
+    COLUMNS = ("model", "answers", "mean_batch", "p95_batch", "p50_queue_ms", "p95_queue_ms", "p99_queue_ms")
+
+    def __init__(self) -> None:
+        self.figures: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"batch": [], "queue_ms": []})
+
+    def add(self, model: str, batch_size: int, queue_ms: float) -> None:
+        self.figures[model]["batch"].append(batch_size)
+        self.figures[model]["queue_ms"].append(queue_ms)
+
+    def drain(self) -> dict[str, dict[str, list[float]]]:
+        """What a worker sends the master: everything since its last report."""
+        figures, self.figures = dict(self.figures), defaultdict(lambda: {"batch": [], "queue_ms": []})
+        return figures
+
+    def merge(self, figures: dict[str, dict[str, list[float]]]) -> None:
+        for model, values in figures.items():
+            for key, numbers in values.items():
+                self.figures[model][key].extend(numbers)
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for model, values in sorted(self.figures.items()):
+            batch, queue = np.asarray(values["batch"], float), np.asarray(values["queue_ms"], float)
+            if not len(batch):
+                continue
+            p50, p95, p99 = np.percentile(queue, [50, 95, 99])
+            mean_batch, p95_batch = batch.mean(), np.percentile(batch, 95)
+            rows.append(dict(zip(self.COLUMNS, (model, len(batch), mean_batch, p95_batch, p50, p95, p99), strict=True)))
+        return rows
+
+    def write(self, path: str) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows())
+
+
+FIGURES = ServerFigures()
+
+
+@events.report_to_master.add_listener
+def _send_figures(client_id: str, data: dict) -> None:
+    data["server_figures"] = FIGURES.drain()
+
+
+@events.worker_report.add_listener
+def _receive_figures(client_id: str, data: dict) -> None:
+    FIGURES.merge(data.get("server_figures", {}))
+
+
+@events.test_stop.add_listener
+def _report_figures(environment, **kwargs) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    for row in FIGURES.rows():
+        logging.info(
+            "server figures %(model)s: %(answers)d answers, mean batch %(mean_batch).2f (p95 %(p95_batch).0f), "
+            "queue p50/p95/p99 %(p50_queue_ms).1f/%(p95_queue_ms).1f/%(p99_queue_ms).1f ms",
+            row,
+        )
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if prefix:
+        FIGURES.write(f"{prefix}_server.csv")
+
+
 class ClassifyUser(FastHttpUser):
     """One image per request, model drawn by weight, photo and size drawn at random."""
 
@@ -69,11 +143,6 @@ class ClassifyUser(FastHttpUser):
     top_k = int(os.environ.get("LOCUST_TOP_K", "5"))
     _names = [name for name, _ in models]
     _cumulative = list(accumulate(weight for _, weight in models))
-
-    def _record(self, request_type: str, model: str, value: float) -> None:
-        self.environment.events.request.fire(
-            request_type=request_type, name=model, response_time=value, response_length=0, exception=None, context={}
-        )
 
     @task
     def classify(self) -> None:
@@ -98,8 +167,7 @@ class ClassifyUser(FastHttpUser):
                 response.failure(f"{photo}: {problem}")
                 return
         (result,) = body["results"]
-        self._record("BATCH_SIZE", model, result["batch_size"])
-        self._record("QUEUE_MS", model, result["timing"]["queue_ms"])
+        FIGURES.add(model, result["batch_size"], result["timing"]["queue_ms"])
 
 
 class _Shape(LoadTestShape):

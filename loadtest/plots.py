@@ -3,8 +3,8 @@ writes: requests/s and failures/s, and p50/p95/p99 latency, per model over time,
 
     python -m loadtest.plots loadtest/results/<timestamp>/locust     (what `make loadtest` runs)
 
-Only the locustfile's real requests are plotted (`POST`, and `SHED` for 429s): its `BATCH_SIZE` and
-`QUEUE_MS` rows are server-reported figures, and Locust's "Aggregated" row counts them as requests too.
+One line per model and kind of request: `POST` (answered or failed) and `SHED` (429s), which Locust's
+"Aggregated" row would add together.
 """
 
 import csv

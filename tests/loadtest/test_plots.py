@@ -36,7 +36,7 @@ def history_csv(tmp_path):
         writer.writeheader()
         writer.writerow(row(1000, 2, "", "Aggregated", "0.000000", "0.000000", "N/A", "N/A", "N/A"))
         writer.writerow(row(1001, 4, "POST", "resnet50", "9.0", "0.5", "30", "40", "50"))
-        writer.writerow(row(1001, 4, "BATCH_SIZE", "resnet50", "9.0", "0.0", "8", "8", "8"))  # a figure: ignored
+        writer.writerow(row(1001, 4, "GET", "/metrics", "9.0", "0.0", "8", "8", "8"))  # not a classify request
         writer.writerow(row(1001, 4, "", "Aggregated", "18.0", "0.5", "8", "40", "50"))
         writer.writerow(row(1003, 8, "POST", "resnet50", "12.0", "0.0", "35", "80", "120"))
         writer.writerow(row(1003, 8, "SHED", "resnet50", "3.0", "0.0", "1", "2", "2"))
@@ -47,7 +47,7 @@ def history_csv(tmp_path):
 def test_reads_each_request_series_on_the_aggregated_ticks(history_csv):
     history = read_history(history_csv)
     assert history["seconds"] == [0, 1, 3] and history["users"] == [2, 4, 8]
-    assert set(history["series"]) == {"POST resnet50", "SHED resnet50"}  # BATCH_SIZE is not a request
+    assert set(history["series"]) == {"POST resnet50", "SHED resnet50"}
     post = history["series"]["POST resnet50"]
     assert math.isnan(post["requests_per_s"][0])  # no row for it at the first tick
     assert post["requests_per_s"][1:] == [9.0, 12.0] and post["failures_per_s"][1:] == [0.5, 0.0]
