@@ -89,15 +89,20 @@ class DynamicBatcher:
         if not task.cancelled() and task.exception() is not None:
             log.error("model %r: batcher stopped", self.name, exc_info=task.exception())
 
-    def enqueue(self, arrays: Sequence[np.ndarray], deadline: float | None = None) -> list[asyncio.Future]:
-        """Queue one item per array, all or none; returns their futures (awaiting gives a BatchResult)."""
+    def admit(self, n: int) -> None:
+        """Raise what enqueueing `n` items now would (not accepting, or a full queue), so a request the
+        queue cannot take is refused before its images are decoded: under overload, shedding stays cheap."""
         if self._stopping or self._loop_task is None:
             raise ModelNotReady(f"model {self.name!r} is not accepting requests")
-        if len(self._queue) + len(arrays) > self.max_queue_size:
+        if len(self._queue) + n > self.max_queue_size:
             raise QueueFull(
                 f"model {self.name!r} has {len(self._queue)} images queued (max {self.max_queue_size})",
-                retry_after=self.retry_after(len(arrays)),
+                retry_after=self.retry_after(n),
             )
+
+    def enqueue(self, arrays: Sequence[np.ndarray], deadline: float | None = None) -> list[asyncio.Future]:
+        """Queue one item per array, all or none; returns their futures (awaiting gives a BatchResult)."""
+        self.admit(len(arrays))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         items = [_Pending(a, loop.create_future(), now, deadline) for a in arrays]

@@ -1,4 +1,5 @@
-"""`POST /v1/classify?model=NAME&top_k=K&timeout_ms=T`: read the body, decode every image, queue, answer.
+"""`POST /v1/classify?model=NAME&top_k=K&timeout_ms=T`: read the body, check the queue has room, decode
+every image, queue, answer.
 
 The body is one raw image (image/* or application/octet-stream), multipart/form-data with one or
 more files, or JSON `{"images": ["<base64>", ...]}`.
@@ -69,6 +70,7 @@ async def classify(
     deadline = received + (timeout_ms or settings.request_timeout_ms) / 1000
 
     images = await read_images(request, settings)
+    entry.batcher.admit(len(images))  # shed before decoding; enqueue checks again after
     decoded = await decode_images(images, entry.preprocessor, state.decode_executor)
     if time.monotonic() >= deadline:
         raise DeadlineExceeded("deadline passed while decoding")

@@ -159,6 +159,13 @@ def test_queue_full_has_retry_after(make_client):
     assert int(response.headers["retry-after"]) >= 1
 
 
+def test_a_request_the_queue_cannot_take_is_shed_before_decoding(make_client):
+    client = make_client(max_queue_size=1)
+    files = [("files", ("good.png", image_bytes(), "image/png")), ("files", ("bad.png", b"not an image", "image/png"))]
+    assert_error(client.post(URL, files=files), 429, "queue_full")  # not 400: nothing was decoded
+    assert_error(client.post(URL, files=files[1:]), 415, "unsupported_media_type")  # room for one: read, refused
+
+
 def test_deadline(client):
     response = client.post(URL + "&timeout_ms=0.001", content=image_bytes(), headers={"content-type": "image/png"})
     assert_error(response, 504, "deadline_exceeded")
