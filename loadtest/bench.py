@@ -33,6 +33,7 @@ from service.repository import ModelSource, load_source
 
 CONCURRENCY = (1, 4, 16, 64)
 REFERENCE_CONCURRENCY = 16  # where the top-level ratio_service_over_raw is taken
+WITHIN_BEST = 0.95  # the recommended max batch size is the smallest whose raw throughput is this close to the best
 
 
 def ensure_exported(repository: Path, model: str) -> None:
@@ -109,7 +110,15 @@ def compare(raw: list[dict], batched: dict, unbatched: dict, recheck: dict, deco
         "decode_ms": decode,
         # One client: the service's p50 less decoding, over the raw engine's batch-1 p50 (the HTTP and queue cost).
         "latency_ratio_at_1": (one_client["p50_ms"] - decode) / raw_one["p50_ms"],
+        "recommended_max_batch_size": recommended_max_batch(raw),
     }
+
+
+def recommended_max_batch(raw: list[dict]) -> int:
+    """The smallest batch size within WITHIN_BEST of the best raw throughput: larger batches only add
+    latency (and, with closed-loop clients, idle gaps while a big batch's clients come back)."""
+    best = max(p["images_per_s"] for p in raw)
+    return min(p["batch_size"] for p in raw if p["images_per_s"] >= WITHIN_BEST * best)
 
 
 def markdown(report: dict) -> str:
@@ -198,7 +207,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{model_line(report)}\n\n{markdown(report)}\n\nservice / raw best at {REFERENCE_CONCURRENCY} clients: "
         f"{report['ratio_service_over_raw']:.3g}; at 1 client, p50 less decoding ({report['decode_ms']:.1f} ms) "
         f"over raw batch-1 p50: {report['latency_ratio_at_1']:.3g}; the raw engine, rechecked at the end, ran at "
-        f"{report['raw_drift']:.2f} of its first figure (the machine's drift during the run); written to {args.output}"
+        f"{report['raw_drift']:.2f} of its first figure (the machine's drift during the run). The raw engine is within "
+        f"{1 - WITHIN_BEST:.0%} of its best from batch {report['recommended_max_batch_size']}: a larger "
+        f"SERVE_MAX_BATCH_SIZE only adds latency here. Written to {args.output}"
     )
 
 

@@ -92,3 +92,18 @@ def test_latency_at_one_client_is_compared_with_raw_batch_one_plus_decoding(repo
     one = next(p for p in report["service"]["batched"]["points"] if p["concurrency"] == 1)
     raw_one = next(p for p in report["raw"] if p["batch_size"] == 1)
     assert report["latency_ratio_at_1"] == pytest.approx((one["p50_ms"] - report["decode_ms"]) / raw_one["p50_ms"])
+
+
+def test_recommended_max_batch_is_the_smallest_near_the_best(report):
+    recommended = report["recommended_max_batch_size"]
+    by_size = {p["batch_size"]: p["images_per_s"] for p in report["raw"]}
+    best = max(by_size.values())
+    assert by_size[recommended] >= bench.WITHIN_BEST * best
+    assert all(rate < bench.WITHIN_BEST * best for size, rate in by_size.items() if size < recommended)
+
+
+def test_recommendation_on_known_curves():
+    flat = [{"batch_size": n, "images_per_s": r} for n, r in [(1, 20.2), (2, 19.5), (4, 18.8), (8, 17.1)]]
+    rising = [{"batch_size": n, "images_per_s": r} for n, r in [(1, 6000), (2, 8500), (4, 15000), (8, 19700)]]
+    assert bench.recommended_max_batch(flat) == 1
+    assert bench.recommended_max_batch(rising) == 8
