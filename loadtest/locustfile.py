@@ -16,17 +16,15 @@ p50/p95/p99 queue time (workers send theirs to the master). A 429 (queue full) i
 failure: it is reported under `SHED`. A wrong status or a body that breaks the schema is a failure.
 """
 
-import csv
 import logging
 import os
 import random
-from collections import defaultdict
 from itertools import accumulate
 
-import numpy as np
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.runners import WorkerRunner
 
+from loadtest.figures import ServerFigures
 from loadtest.images import photo_jpegs
 
 PHOTOS = list(photo_jpegs().items())  # encoded once per Locust process
@@ -66,46 +64,6 @@ def check_body(body: object, model: str, top_k: int) -> str | None:
     if not isinstance(result.get("timing", {}).get("queue_ms"), float | int):
         return "timing.queue_ms missing"
     return None
-
-
-class ServerFigures:
-    """Batch size and queue time per model, as the server reported them in each answer."""
-
-    COLUMNS = ("model", "answers", "mean_batch", "p95_batch", "p50_queue_ms", "p95_queue_ms", "p99_queue_ms")
-
-    def __init__(self) -> None:
-        self.figures: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"batch": [], "queue_ms": []})
-
-    def add(self, model: str, batch_size: int, queue_ms: float) -> None:
-        self.figures[model]["batch"].append(batch_size)
-        self.figures[model]["queue_ms"].append(queue_ms)
-
-    def drain(self) -> dict[str, dict[str, list[float]]]:
-        """What a worker sends the master: everything since its last report."""
-        figures, self.figures = dict(self.figures), defaultdict(lambda: {"batch": [], "queue_ms": []})
-        return figures
-
-    def merge(self, figures: dict[str, dict[str, list[float]]]) -> None:
-        for model, values in figures.items():
-            for key, numbers in values.items():
-                self.figures[model][key].extend(numbers)
-
-    def rows(self) -> list[dict]:
-        rows = []
-        for model, values in sorted(self.figures.items()):
-            batch, queue = np.asarray(values["batch"], float), np.asarray(values["queue_ms"], float)
-            if not len(batch):
-                continue
-            p50, p95, p99 = np.percentile(queue, [50, 95, 99])
-            mean_batch, p95_batch = batch.mean(), np.percentile(batch, 95)
-            rows.append(dict(zip(self.COLUMNS, (model, len(batch), mean_batch, p95_batch, p50, p95, p99), strict=True)))
-        return rows
-
-    def write(self, path: str) -> None:
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows())
 
 
 FIGURES = ServerFigures()
