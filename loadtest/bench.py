@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import onnxruntime as ort
 
 from loadtest.images import photo_jpegs
@@ -54,14 +55,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def bench_raw(source: ModelSource, jpegs: list[bytes], seconds: float, sizes: list[int] | None = None) -> list[dict]:
+def preprocess_photos(source: ModelSource, jpegs: list[bytes], rounds: int = 5) -> tuple[list[np.ndarray], float]:
+    """The photos as the model's input tensors, and the median milliseconds one took to decode and
+    preprocess on one thread (over `rounds` passes)."""
+    config = source.config
+    preprocess = Preprocessor(config.preprocessing, config.input, max_pixels=Settings().max_image_pixels)
+    times = []
+    for _ in range(rounds):
+        tensors = []
+        for data in jpegs:
+            started = time.perf_counter()
+            tensors.append(preprocess(data))
+            times.append((time.perf_counter() - started) * 1000)
+    return tensors, statistics.median(times)
+
+
+def bench_raw(
+    source: ModelSource, tensors: list[np.ndarray], seconds: float, sizes: list[int] | None = None
+) -> list[dict]:
     """The engine built as the service builds it (same providers, same session options), at `sizes`
     (default 1, 2, 4, ... up to the max batch size)."""
-    settings, config = Settings(), source.config
-    batching = effective_batching(config.batching, settings)
+    settings = Settings()
+    batching = effective_batching(source.config.batching, settings)
     engine = build_engine(source, settings, batching)
-    preprocess = Preprocessor(config.preprocessing, config.input, max_pixels=settings.max_image_pixels)
-    tensors = [preprocess(data) for data in jpegs]
     if sizes is None:
         max_batch = batching.max_batch_size
         sizes = [2**i for i in range(max_batch.bit_length()) if 2**i <= max_batch]
@@ -70,19 +86,6 @@ def bench_raw(source: ModelSource, jpegs: list[bytes], seconds: float, sizes: li
         return [raw_point(engine, tensors, n, seconds) for n in sizes]
     finally:
         engine.close()
-
-
-def decode_ms(source: ModelSource, jpegs: list[bytes], rounds: int = 5) -> float:
-    """Median milliseconds to decode and preprocess one of the photos, on one thread."""
-    config = source.config
-    preprocess = Preprocessor(config.preprocessing, config.input, max_pixels=Settings().max_image_pixels)
-    times = []
-    for _ in range(rounds):
-        for data in jpegs:
-            started = time.perf_counter()
-            preprocess(data)
-            times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def bench_service(repository: Path, model: str, jpegs: list[bytes], seconds: float, env: dict, log) -> dict:
@@ -149,8 +152,8 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None)
     ensure_exported(repository, model)
     source = load_source(repository, model)
     jpegs = list(photo_jpegs().values())
-    decode = decode_ms(source, jpegs)
-    raw = bench_raw(source, jpegs, seconds)
+    tensors, decode = preprocess_photos(source, jpegs)
+    raw = bench_raw(source, tensors, seconds)
     with tempfile.TemporaryFile("w+") as log:  # the service's own log, shown only if it fails
         try:
             batched = bench_service(repository, model, jpegs, seconds, {}, log)
@@ -160,7 +163,7 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None)
             print(log.read()[-4000:], file=sys.stderr)
             raise
     best = max(raw, key=lambda p: p["images_per_s"])["batch_size"]
-    (recheck,) = bench_raw(source, jpegs, seconds, sizes=[best])
+    (recheck,) = bench_raw(source, tensors, seconds, sizes=[best])
     version = source.config.versions[source.version]
     report = {
         "model": model,
