@@ -58,6 +58,11 @@ def gpu_options(settings: Settings) -> GpuOptions:
     return GpuOptions(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(GpuOptions)})
 
 
+def warmup_batch_sizes(batching: BatchingInfo) -> list[int]:
+    """The batch sizes warmed up before ready, and the ones CUDA graphs are captured for."""
+    return sorted({1, *batching.preferred_batch_sizes, batching.max_batch_size})
+
+
 def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo) -> Engine:
     """The session for one model, with the providers and thread options the settings ask for."""
     config = source.config
@@ -78,6 +83,7 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
         spinning=settings.intra_op_spinning,
         io_binding=settings.io_binding and any(p != CPU for p in providers),
         device_id=settings.device_id,
+        graph_batch_sizes=warmup_batch_sizes(batching),
     )
 
 
@@ -91,7 +97,7 @@ def load_model(entry: ModelEntry, settings: Settings) -> None:
         batching = effective_batching(config.batching, settings, on_gpu=True)
     try:
         if settings.warmup:
-            engine.warmup([1, *batching.preferred_batch_sizes, batching.max_batch_size])
+            engine.warmup(warmup_batch_sizes(batching))
     except BaseException:
         engine.close()
         raise

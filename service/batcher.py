@@ -23,7 +23,7 @@ from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, Que
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[np.ndarray], np.ndarray]
+RunFn = Callable[[list[np.ndarray]], np.ndarray]  # one batch's inputs -> one output row each
 BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
 DRAIN_WINDOW_S = 10.0
 
@@ -205,16 +205,16 @@ class DynamicBatcher:
     def _take(self, n: int) -> list[_Pending]:
         return [self._queue.popleft() for _ in range(n)]
 
-    def _timed_run(self, batch: np.ndarray) -> tuple[np.ndarray, float, float]:
+    def _timed_run(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
         started = time.monotonic()
-        output = self._run(batch)
+        output = self._run(inputs)
         return output, started, time.monotonic()
 
     async def _run_batch(self, items: list[_Pending]) -> None:
         try:
-            batch = np.stack([item.array for item in items])
+            inputs = [item.array for item in items]  # the engine stacks them where its device wants them
             loop = asyncio.get_running_loop()
-            output, started, finished = await loop.run_in_executor(self._executor, self._timed_run, batch)
+            output, started, finished = await loop.run_in_executor(self._executor, self._timed_run, inputs)
             if not isinstance(output, np.ndarray) or output.ndim < 1 or output.shape[0] != len(items):
                 shape = getattr(output, "shape", type(output).__name__)
                 raise InferenceFailed(f"model returned {shape} for a batch of {len(items)}")

@@ -46,7 +46,14 @@ class Settings(BaseSettings):
     intra_op_spinning: bool = Field(
         False, description="Let ONNX Runtime's threads busy-wait for work; on a small CPU host it starves decoding."
     )
-    io_binding: bool = Field(True, description="On a GPU, bind inputs and outputs: one copy each way per batch.")
+    io_binding: bool = Field(
+        True, description="On a GPU, bind inputs and outputs: pinned staging reused, one copy each way per batch."
+    )
+    cuda_graphs: bool = Field(
+        False,
+        description="On a GPU with I/O binding, capture a CUDA graph per warm-up batch size and pad batches up to "
+        "the nearest; needs every node on the GPU (else the session starts without).",
+    )
     warmup: bool = Field(True, description="Run each model once at every batch size it will see before ready.")
 
     # HTTP.

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.errors import InferenceFailed
+from service.io_binding import BoundRunner, pinned_memory
 from service.model_config import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
 }
 CPU = PROVIDER_NAMES["cpu"]
+# The provider option that captures CUDA graphs; a session refuses it unless every node runs on the GPU.
+GRAPH_OPTIONS = {PROVIDER_NAMES["tensorrt"]: "trt_cuda_graph_enable", PROVIDER_NAMES["cuda"]: "enable_cuda_graph"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class GpuOptions:
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
     cuda_arena_extend_strategy: str = "kNextPowerOfTwo"
     gpu_mem_limit_mb: int = 0  # 0: no limit
+    cuda_graphs: bool = False
 
 
 def provider_specs(
@@ -93,6 +97,8 @@ def provider_specs(
                 "trt_profile_opt_shapes": _shape(input_spec.name, input_spec, opt_batch_size),
                 "trt_profile_max_shapes": _shape(input_spec.name, input_spec, max_batch_size),
             }
+            if gpu.cuda_graphs:
+                options[GRAPH_OPTIONS[name]] = "True"
         elif name == PROVIDER_NAMES["cuda"]:
             options = {
                 "device_id": str(gpu.device_id),
@@ -101,6 +107,8 @@ def provider_specs(
             }
             if gpu.gpu_mem_limit_mb:
                 options["gpu_mem_limit"] = str(gpu.gpu_mem_limit_mb * 1024 * 1024)
+            if gpu.cuda_graphs:
+                options[GRAPH_OPTIONS[name]] = "1"
         else:
             options = {}
         specs.append(ProviderSpec(name, options))
@@ -123,7 +131,11 @@ SessionFactory = Callable[..., ort.InferenceSession]
 
 
 class Engine:
-    """An InferenceSession; if a provider fails to initialize, retries without it, down to CPU."""
+    """An InferenceSession; if a provider fails to initialize, retries without it, down to CPU.
+
+    On a GPU with `io_binding`, batches go through a `BoundRunner` (service/io_binding.py): reused,
+    pinned staging buffers, and CUDA graphs for `graph_batch_sizes` when the provider accepted them.
+    """
 
     def __init__(
         self,
@@ -136,28 +148,13 @@ class Engine:
         spinning: bool = False,
         io_binding: bool = False,
         device_id: int = 0,
+        graph_batch_sizes: Sequence[int] = (),
         session_factory: SessionFactory = ort.InferenceSession,
     ):
         self.input_spec = input_spec
         self.output_spec = output_spec
         self._dtype = np.dtype(input_spec.dtype)
-        candidates = list(providers)
-        if not any(p.name == CPU for p in candidates):
-            candidates.append(ProviderSpec(CPU))
-        while True:
-            try:
-                self._session = session_factory(
-                    str(path),
-                    sess_options=session_options(intra_op_threads, spinning),
-                    providers=[p.name for p in candidates],
-                    provider_options=[p.options for p in candidates],
-                )
-                break
-            except Exception as e:
-                if len(candidates) == 1:
-                    raise
-                log.warning("%s: %s failed (%s); retrying without it", path, candidates[0].name, e)
-                candidates = candidates[1:]
+        self._session, used = self._open(path, providers, intra_op_threads, spinning, session_factory)
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
         if input_spec.name not in inputs or output_spec.name not in outputs:
@@ -165,36 +162,95 @@ class Engine:
                 f"{path} has inputs {inputs} and outputs {outputs}; config.json expects "
                 f"{input_spec.name!r} -> {output_spec.name!r}"
             )
-        # With I/O binding the batch is copied to the device once and the logits back once, into
-        # buffers ONNX Runtime allocates on the session's device, instead of per-run staging.
-        on_gpu = self._session.get_providers()[0] != CPU
-        self._binding_device = ("cuda" if on_gpu else "cpu", device_id if on_gpu else 0) if io_binding else None
+        self._bound = None
+        if io_binding:
+            on_gpu = used.name != CPU
+            graphs = GRAPH_OPTIONS.get(used.name) in used.options
+            self._bound = BoundRunner(
+                self._session,
+                input_name=input_spec.name,
+                output_name=output_spec.name,
+                sample_shape=input_spec.shape[1:],
+                dtype=self._dtype,
+                output_row_shape=output_spec.shape[1:],
+                output_dtype=np.dtype(output_spec.dtype),
+                device="cuda" if on_gpu else "cpu",
+                device_id=device_id if on_gpu else 0,
+                pinned=pinned_memory(used.name) if on_gpu else None,
+                graph_batch_sizes=graph_batch_sizes if graphs else (),
+            )
+            log.info(
+                "%s: I/O binding, %s staging, CUDA graphs for batch sizes %s",
+                path,
+                "pinned" if self._bound.pinned else "pageable",
+                self._bound.graph_batch_sizes or "none",
+            )
+
+    @staticmethod
+    def _open(
+        path, providers, intra_op_threads, spinning, session_factory
+    ) -> tuple[ort.InferenceSession, ProviderSpec]:
+        """The session and the spec of the provider it runs on. A provider that fails to start is retried
+        without CUDA graphs if it asked for them (they need every node on the GPU), then dropped."""
+        candidates = list(providers)
+        if not any(p.name == CPU for p in candidates):
+            candidates.append(ProviderSpec(CPU))
+        while True:
+            try:
+                session = session_factory(
+                    str(path),
+                    sess_options=session_options(intra_op_threads, spinning),
+                    providers=[p.name for p in candidates],
+                    provider_options=[p.options for p in candidates],
+                )
+                return session, candidates[0]
+            except Exception as e:
+                if len(candidates) == 1:
+                    raise
+                first, graph_option = candidates[0], GRAPH_OPTIONS.get(candidates[0].name)
+                if graph_option in first.options:
+                    log.warning("%s: %s cannot use CUDA graphs (%s); retrying without", path, first.name, e)
+                    options = {k: v for k, v in first.options.items() if k != graph_option}
+                    candidates[0] = ProviderSpec(first.name, options)
+                else:
+                    log.warning("%s: %s failed (%s); retrying without it", path, first.name, e)
+                    candidates = candidates[1:]
 
     @property
     def providers_in_use(self) -> list[str]:
         return list(self._session.get_providers())
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) of the input dtype -> (N, num_classes) float32 logits; checks both ends."""
+    @property
+    def cuda_graph_batch_sizes(self) -> list[int]:
+        """Batch sizes with a captured CUDA graph; a batch is padded up to the nearest."""
+        return list(self._bound.graph_batch_sizes) if self._bound else []
+
+    def run(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """The images of one batch, each (C, H, W) of the input dtype (or one (N, C, H, W) array)
+        -> (N, num_classes) float32 logits; checks both ends. Stacking happens here so that a GPU
+        session can stack straight into its pinned staging buffer."""
         expected = tuple(self.input_spec.shape[1:])
-        if batch.ndim != 4 or batch.shape[1:] != expected or batch.dtype != self._dtype:
-            raise ValueError(f"batch is {batch.dtype}{batch.shape}, expected {self._dtype}(N, *{expected})")
-        if self._binding_device is None:
-            (logits,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
+        n = len(images)
+        if n == 0 or any(image.shape != expected or image.dtype != self._dtype for image in images):
+            found = {f"{image.dtype}{image.shape}" for image in images}
+            raise ValueError(f"batch holds {sorted(found)}, expected {n} of {self._dtype}{expected}")
+        if self._bound is not None:
+            logits = self._bound.run(images)
         else:
-            binding = self._session.io_binding()
-            binding.bind_cpu_input(self.input_spec.name, batch)
-            binding.bind_output(self.output_spec.name, *self._binding_device)
-            self._session.run_with_iobinding(binding)
-            (logits,) = binding.copy_outputs_to_cpu()
-        if logits.ndim != 2 or logits.shape[0] != batch.shape[0]:
-            raise InferenceFailed(f"model returned shape {logits.shape} for a batch of {batch.shape[0]}")
+            batch = images if isinstance(images, np.ndarray) else np.stack(images)
+            (logits,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise InferenceFailed(f"model returned shape {logits.shape} for a batch of {n}")
         return logits.astype(np.float32, copy=False)
 
     def warmup(self, batch_sizes: Sequence[int]) -> None:
-        """One run per batch size, so allocations and TensorRT engines are ready before traffic."""
+        """Runs at every batch size, so allocations, TensorRT engines and CUDA graphs are ready before
+        traffic. Graph capture needs a few runs per size (ONNX Runtime runs plainly before capturing)."""
+        runs = 3 if self.cuda_graph_batch_sizes else 1
         for n in sorted(set(batch_sizes)):
-            self.run(np.zeros((n, *self.input_spec.shape[1:]), dtype=self._dtype))
+            for _ in range(runs):
+                self.run(np.zeros((n, *self.input_spec.shape[1:]), dtype=self._dtype))
 
     def close(self) -> None:
+        self._bound = None
         self._session = None  # ONNX Runtime frees the session when its last reference goes

@@ -79,6 +79,7 @@ class ModelInfo(BaseModel):
     preprocessing: Preprocessing | None = None
     batching: BatchingInfo | None = None
     providers: list[str] = []
+    cuda_graph_batch_sizes: list[int] = []  # batch sizes replayed from a CUDA graph; others pad up to one
     weights: Weights | None = None
     queue_depth: int = 0
 

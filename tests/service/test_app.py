@@ -1,11 +1,13 @@
 import asyncio
+import dataclasses
 
 import pytest
 from fastapi.testclient import TestClient
 
 import service.routes.classify
-from service.app import create_app, effective_batching, gpu_options
+from service.app import create_app, effective_batching, gpu_options, warmup_batch_sizes
 from service.config import Settings
+from service.engine import GpuOptions
 from service.model_config import Batching
 from tests.service.conftest import image_bytes, wait_ready
 
@@ -47,6 +49,19 @@ def test_gpu_options_come_from_settings():
     gpu = gpu_options(settings)
     assert (gpu.device_id, gpu.trt_fp16, gpu.trt_builder_optimization_level, gpu.gpu_mem_limit_mb) == (2, False, 1, 100)
     assert gpu.cudnn_conv_algo_search == settings.cudnn_conv_algo_search == "EXHAUSTIVE"
+    assert gpu_options(Settings(cuda_graphs=True)).cuda_graphs
+
+
+def test_gpu_options_defaults_match_the_settings():
+    """GpuOptions keeps the engine usable without Settings; its defaults must not drift from them."""
+    for field in dataclasses.fields(GpuOptions):
+        assert field.default == Settings.model_fields[field.name].default, field.name
+
+
+def test_warmup_and_graph_batch_sizes_cover_one_preferred_and_max():
+    defaults = Batching(max_batch_size=32, preferred_batch_sizes=(16, 8), max_queue_delay_ms=2, max_queue_size=256)
+    assert warmup_batch_sizes(effective_batching(defaults, Settings())) == [1, 8, 16, 32]
+    assert warmup_batch_sizes(effective_batching(defaults, Settings(max_batch_size=1))) == [1]
 
 
 def test_batches_in_flight_follow_the_device_unless_set():

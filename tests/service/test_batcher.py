@@ -24,7 +24,8 @@ class FakeEngine:
         self.fail_calls = set(fail_calls)
         self.drop_row = drop_row
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, inputs: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack(inputs)
         call = len(self.batches)
         self.batches.append(len(batch))
         self.started.set()
@@ -211,9 +212,9 @@ def test_outputs_that_do_not_match_inputs_fail_the_batch():
 def test_batches_in_flight_run_concurrently():
     barrier = threading.Barrier(2, timeout=10)
 
-    def run_together(batch):
+    def run_together(inputs):
         barrier.wait()  # only passes when two batches are running at the same time
-        return batch[:, :1]
+        return np.stack(inputs)[:, :1]
 
     async def main():
         b = DynamicBatcher(run_together, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=8, batches_in_flight=2)

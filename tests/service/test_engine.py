@@ -67,6 +67,14 @@ def test_cuda_memory_cap_only_when_set():
     assert "gpu_mem_limit" not in uncapped.options
 
 
+def test_cuda_graphs_are_asked_of_both_gpu_providers_only_when_set():
+    on = GpuOptions(cuda_graphs=True)
+    trt, cuda = provider_specs([TRT, CUDA], input_spec=INPUT, max_batch_size=4, opt_batch_size=4, gpu=on)
+    assert trt.options["trt_cuda_graph_enable"] == "True" and cuda.options["enable_cuda_graph"] == "1"
+    for spec in provider_specs([TRT, CUDA], input_spec=INPUT, max_batch_size=4, opt_batch_size=4):
+        assert not spec.options.keys() & {"trt_cuda_graph_enable", "enable_cuda_graph"}
+
+
 def test_engine_runs_and_matches_hand_computation(rgb_path):
     e = engine(rgb_path)
     batch = np.random.default_rng(0).normal(size=(3, 3, 16, 16)).astype(np.float32)
@@ -94,6 +102,47 @@ def test_io_binding_gives_the_same_logits(rgb_path):
     np.testing.assert_array_equal(bound, plain)
     with pytest.raises(ValueError, match="expected"):
         engine(rgb_path, io_binding=True).run(x.astype(np.float64))
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_engine_takes_a_list_of_images_as_a_batch(rgb_path, io_binding):
+    x = np.random.default_rng(1).random((3, 3, 16, 16), dtype=np.float32)
+    e = engine(rgb_path, io_binding=io_binding)
+    np.testing.assert_array_equal(e.run(list(x)), e.run(x))
+    with pytest.raises(ValueError, match=r"float32\(3, 8, 8\)"):
+        e.run([x[0], np.zeros((3, 8, 8), np.float32)])
+    with pytest.raises(ValueError, match="expected 0"):
+        e.run([])
+
+
+@pytest.mark.parametrize(("graph_sizes", "runs"), [((), [1, 4]), ((1, 4), [1, 1, 1, 4, 4, 4])])
+def test_warmup_runs_each_size_enough_to_capture_its_graph(rgb_path, graph_sizes, runs):
+    e = engine(rgb_path, io_binding=True)
+    e._bound.graph_batch_sizes = list(graph_sizes)
+    seen = []
+    e.run = lambda images: seen.append(len(images))
+    e.warmup([4, 1, 4])
+    assert seen == runs
+
+
+@pytest.mark.parametrize("graphs_start", [True, False])
+def test_engine_retries_a_provider_without_cuda_graphs_before_dropping_it(rgb_path, graphs_start):
+    calls = []
+
+    def factory(path, *, sess_options, providers, provider_options):
+        calls.append((providers[0], dict(provider_options[0])))
+        if "enable_cuda_graph" in provider_options[0] and not graphs_start:
+            raise RuntimeError("not all nodes are partitioned to the CUDA EP")
+        return ort.InferenceSession(path, sess_options=sess_options, providers=[CPU])  # stands in for CUDA
+
+    spec = ProviderSpec(CUDA, {"device_id": "0", "enable_cuda_graph": "1"})
+    e = engine(rgb_path, providers=[spec], session_factory=factory, io_binding=True, graph_batch_sizes=[4, 1])
+    if graphs_start:
+        assert calls == [(CUDA, spec.options)]
+        assert e.cuda_graph_batch_sizes == [1, 4]
+    else:
+        assert calls == [(CUDA, spec.options), (CUDA, {"device_id": "0"})]
+        assert e.cuda_graph_batch_sizes == []
 
 
 def test_engine_falls_back_when_a_provider_fails_to_start(rgb_path):

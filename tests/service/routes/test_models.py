@@ -8,7 +8,7 @@ def test_list_models(client):
 
 
 def test_model_detail(make_client):
-    client = make_client(max_batch_size=4, preferred_batch_sizes=[2, 4, 16], batches_in_flight=3)
+    client = make_client(max_batch_size=4, preferred_batch_sizes=[2, 4, 16], batches_in_flight=3, cuda_graphs=True)
     info = client.get("/v1/models/tiny_rgb").json()
     assert info["state"] == "ready" and info["reason"] is None
     assert info["version"] == 1 and info["versions"] == [1]
@@ -16,6 +16,7 @@ def test_model_detail(make_client):
     assert info["input"] == {"name": "input", "dtype": "float32", "shape": [-1, 3, 16, 16], "layout": "NCHW"}
     assert info["preprocessing"]["crop_size"] == [16, 16]
     assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["cuda_graph_batch_sizes"] == []  # asked for, but graphs need a GPU session
     assert info["weights"]["source"] == "random"
     # Settings override config.json (max 8, delay 5 ms, queue 64); preferred sizes above the max are dropped.
     assert info["batching"] == {
