@@ -92,7 +92,9 @@ def load_model(entry: ModelEntry, settings: Settings) -> None:
     source = load_source(settings.model_repository, entry.name)
     config = source.config
     batching = effective_batching(config.batching, settings)
+    started = time.perf_counter()
     engine = build_engine(source, settings, batching)
+    built = time.perf_counter()
     if engine.providers_in_use[0] != CPU:  # what the session really got, after any fallback
         batching = effective_batching(config.batching, settings, on_gpu=True)
     try:
@@ -101,6 +103,7 @@ def load_model(entry: ModelEntry, settings: Settings) -> None:
     except BaseException:
         engine.close()
         raise
+    entry.load_seconds = {"session": built - started, "warmup": time.perf_counter() - built}
     entry.source = source
     entry.batching = batching
     entry.preprocessor = Preprocessor(config.preprocessing, config.input, max_pixels=settings.max_image_pixels)
@@ -130,7 +133,16 @@ async def load_all(state: ServiceState) -> None:
         )
         entry.batcher.start()
         entry.state = ModelState.READY
-        log.info("model %r v%d ready on %s", entry.name, entry.source.version, entry.engine.providers_in_use)
+        for phase, seconds in entry.load_seconds.items():
+            state.metrics.load_time.labels(entry.name, phase).set(seconds)
+        log.info(
+            "model %r v%d ready on %s (session %.2f s, warm-up %.2f s)",
+            entry.name,
+            entry.source.version,
+            entry.engine.providers_in_use,
+            entry.load_seconds["session"],
+            entry.load_seconds["warmup"],
+        )
 
 
 def _watch_metrics(state: ServiceState) -> None:

@@ -34,6 +34,12 @@ class Metrics:
             "cnnserve_batch_size", "Images per batch run.", by_model, buckets=IMAGES, registry=r
         )
         self.queue_depth = Gauge("cnnserve_queue_depth", "Images waiting in a model's queue.", by_model, registry=r)
+        self.load_time = Gauge(
+            "cnnserve_model_load_seconds",
+            "Time a model took to load: building its session (TensorRT engines unless cached), then warm-up.",
+            ["model", "phase"],
+            registry=r,
+        )
         self.models_ready = Gauge("cnnserve_models_ready", "Models loaded, warmed and serving.", registry=r)
 
     def batch_observer(self, model: str) -> Callable[[int, float], None]:

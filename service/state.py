@@ -26,6 +26,7 @@ class ModelEntry:
     engine: Engine | None = None
     batcher: DynamicBatcher | None = None
     executor: ThreadPoolExecutor | None = None  # runs this model's batches
+    load_seconds: dict[str, float] = field(default_factory=dict)  # "session", "warmup"
 
 
 @dataclass

@@ -1,6 +1,8 @@
 import threading
+import time
 
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 import service.app
 import service.engine
@@ -67,6 +69,22 @@ def test_metrics(client):
     assert 'cnnserve_requests_total{code="200",model="tiny_rgb"} 1.0' in text
     assert 'cnnserve_requests_total{code="404",model="unknown"} 1.0' in text
     assert "cnnserve_models_ready 2.0" in text
+
+
+def test_model_load_time_is_reported_by_phase(make_client, monkeypatch):
+    warmup = service.engine.Engine.warmup
+
+    def slow_warmup(self, batch_sizes):
+        time.sleep(0.3)
+        warmup(self, batch_sizes)
+
+    monkeypatch.setattr(service.engine.Engine, "warmup", slow_warmup)
+    text = make_client().get("/metrics").text
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "cnnserve_model_load_seconds"]
+    seconds = {(s.labels["model"], s.labels["phase"]): s.value for s in family.samples}
+    assert set(seconds) == {(m, p) for m in ("tiny_gray", "tiny_rgb") for p in ("session", "warmup")}
+    assert all(seconds[m, "warmup"] >= 0.3 for m in ("tiny_gray", "tiny_rgb"))
+    assert all(0 < seconds[m, "session"] < 30 for m in ("tiny_gray", "tiny_rgb"))
 
 
 def test_every_batch_size_is_warmed_up_before_ready(model_repo, monkeypatch):
