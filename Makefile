@@ -46,7 +46,7 @@ clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
 
 # Benchmarks and load tests (loadtest/): figures, not tests. Results go to loadtest/results/ (ignored).
-.PHONY: bench loadtest
+.PHONY: bench startup loadtest
 BENCH_MODEL ?= resnet50
 LOCUST_USERS ?= 16
 LOCUST_SPAWN_RATE ?= 4
@@ -57,6 +57,11 @@ LOADTEST_PORT ?= 8123
 bench: export
 	$(PY) loadtest/bench.py --model $(BENCH_MODEL) --repository $(REPO) \
 		--output loadtest/results/bench-$$(date -u +%Y%m%dT%H%M%SZ).json
+
+# Seconds from launch to ready: a cold start (TensorRT cache emptied), then two restarts with it kept.
+startup: export
+	$(PY) loadtest/startup.py --model $(BENCH_MODEL) --repository $(REPO) \
+		--output loadtest/results/startup-$$(date -u +%Y%m%dT%H%M%SZ).json
 
 # The service on 127.0.0.1, Locust headless for LOCUST_RUN_TIME (LOCUST_MODELS, LOCUST_SHAPE: see
 # loadtest/locustfile.py), CSV, HTML and PNG plots into loadtest/results/<timestamp>/, then the service stopped.

@@ -55,7 +55,7 @@ def running_service(
                 raise RuntimeError(f"service exited with {proc.returncode} before it was ready")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"service not ready on {url} after {timeout:.0f} s")
-            time.sleep(0.2)
+            time.sleep(0.05)
         yield url, proc
     finally:
         if proc.poll() is None:

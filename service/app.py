@@ -58,8 +58,13 @@ def gpu_options(settings: Settings) -> GpuOptions:
     return GpuOptions(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(GpuOptions)})
 
 
-def warmup_batch_sizes(batching: BatchingInfo) -> list[int]:
-    """The batch sizes warmed up before ready, and the ones CUDA graphs are captured for."""
+def warmup_batch_sizes(batching: BatchingInfo, on_gpu: bool = True) -> list[int]:
+    """The batch sizes run before ready. On a GPU every size a batch can take: TensorRT engines, CUDA
+    graphs and cuDNN's algorithm choices are made per shape. On CPU batch 1 only: a first run at a
+    new size costs about what later ones do, and warming every size delayed resnet50's readiness by
+    4-6 s on 2 cores (docs/BENCHMARKS.md, start-up)."""
+    if not on_gpu:
+        return [1]
     return sorted({1, *batching.preferred_batch_sizes, batching.max_batch_size})
 
 
@@ -95,11 +100,12 @@ def load_model(entry: ModelEntry, settings: Settings) -> None:
     started = time.perf_counter()
     engine = build_engine(source, settings, batching)
     built = time.perf_counter()
-    if engine.providers_in_use[0] != CPU:  # what the session really got, after any fallback
+    on_gpu = engine.providers_in_use[0] != CPU  # what the session really got, after any fallback
+    if on_gpu:
         batching = effective_batching(config.batching, settings, on_gpu=True)
     try:
         if settings.warmup:
-            engine.warmup(warmup_batch_sizes(batching))
+            engine.warmup(warmup_batch_sizes(batching, on_gpu))
     except BaseException:
         engine.close()
         raise

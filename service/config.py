@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         description="On a GPU with I/O binding, capture a CUDA graph per warm-up batch size and pad batches up to "
         "the nearest; needs every node on the GPU (else the session starts without).",
     )
-    warmup: bool = Field(True, description="Run each model once at every batch size it will see before ready.")
+    warmup: bool = Field(
+        True, description="Before ready, run each model at every batch size it will see (GPU) or at batch 1 (CPU)."
+    )
 
     # HTTP.
     host: str = Field("0.0.0.0", description="Address to bind.")

@@ -58,10 +58,12 @@ def test_gpu_options_defaults_match_the_settings():
         assert field.default == Settings.model_fields[field.name].default, field.name
 
 
-def test_warmup_and_graph_batch_sizes_cover_one_preferred_and_max():
+def test_a_gpu_warms_one_the_preferred_sizes_and_the_max_a_cpu_only_one():
     defaults = Batching(max_batch_size=32, preferred_batch_sizes=(16, 8), max_queue_delay_ms=2, max_queue_size=256)
-    assert warmup_batch_sizes(effective_batching(defaults, Settings())) == [1, 8, 16, 32]
+    batching = effective_batching(defaults, Settings(), on_gpu=True)
+    assert warmup_batch_sizes(batching) == warmup_batch_sizes(batching, on_gpu=True) == [1, 8, 16, 32]
     assert warmup_batch_sizes(effective_batching(defaults, Settings(max_batch_size=1))) == [1]
+    assert warmup_batch_sizes(effective_batching(defaults, Settings()), on_gpu=False) == [1]
 
 
 def test_batches_in_flight_follow_the_device_unless_set():
