@@ -43,10 +43,13 @@ class HostBuffer:
         shape = [rows, *sample_shape]
         self.pinned = False
         if memory is not None:
-            self._value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, memory_info=memory)
-            array = self._value.numpy()
-            if array.ctypes.data == self._value.data_ptr():  # a view, not a copy
-                self.array, self.pinned = array, True
+            try:
+                self._value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, memory_info=memory)
+                array = self._value.numpy()
+                if array.ctypes.data == self._value.data_ptr():  # a view, not a copy
+                    self.array, self.pinned = array, True
+            except Exception as e:  # an allocator this build lacks: pageable memory still works
+                log.warning("no pinned host memory (%s); staging in pageable memory", e)
         if not self.pinned:
             self.array = np.empty(shape, dtype)
 

@@ -80,6 +80,17 @@ def test_host_buffer_from_onnx_runtime_memory_is_shared_with_numpy():
     assert buffer.array.ctypes.data == buffer._value.data_ptr()
 
 
+def test_host_buffer_falls_back_to_pageable_memory_when_allocation_fails(monkeypatch):
+    def no_allocator(*args, **kwargs):
+        raise RuntimeError("No shared allocator found")  # what ONNX Runtime says for memory it cannot allocate
+
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_shape_and_type", no_allocator)
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    buffer = HostBuffer(2, SAMPLE, np.dtype(np.float32), memory)
+    assert not buffer.pinned and buffer.array.shape == (2, *SAMPLE)
+    np.testing.assert_array_equal(buffer.stack(images(2)), np.stack(images(2)))
+
+
 def test_no_pinned_memory_without_a_gpu_provider():
     assert pinned_memory("CUDAExecutionProvider") is None  # not installed here
     assert pinned_memory("NoSuchExecutionProvider") is None
