@@ -48,6 +48,7 @@ clean:
 # Benchmarks and load tests (loadtest/): figures, not tests. Results go to loadtest/results/ (ignored).
 .PHONY: bench startup loadtest
 BENCH_MODEL ?= resnet50
+BENCH_ARGS ?=
 LOCUST_USERS ?= 16
 LOCUST_SPAWN_RATE ?= 4
 LOCUST_RUN_TIME ?= 60s
@@ -55,7 +56,7 @@ LOADTEST_PORT ?= 8123
 
 # Raw engine vs the service (batched and not) on one model; prints a Markdown table, writes JSON.
 bench: export
-	$(PY) loadtest/bench.py --model $(BENCH_MODEL) --repository $(REPO) \
+	$(PY) loadtest/bench.py --model $(BENCH_MODEL) --repository $(REPO) $(BENCH_ARGS) \
 		--output loadtest/results/bench-$$(date -u +%Y%m%dT%H%M%SZ).json
 
 # Seconds from launch to ready: a cold start (TensorRT cache emptied), then two restarts with it kept.

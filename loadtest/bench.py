@@ -1,10 +1,11 @@
 """How much of the engine's speed the service keeps, and what dynamic batching buys.
 
     python loadtest/bench.py --model resnet50 --output loadtest/results/bench.json [--quick] [--repository DIR]
+        [--concurrency 1,16,64,256]
 
 On one exported ONNX file: (a) the raw engine, `session.run` on preprocessed tensors at batch sizes
 1, 2, 4, ... up to the model's max batch size; (b) the service end to end over HTTP (started here
-on 127.0.0.1) with JPEG photos at concurrency 1, 4, 16, 64 and dynamic batching; (c) the same with
+on 127.0.0.1) with JPEG photos at concurrency 1, 4, 16, 64 (or --concurrency) and dynamic batching; (c) the same with
 batching off (`SERVE_MAX_BATCH_SIZE=1`), the naive baseline. Prints a Markdown table, writes JSON.
 The load generator shares the machine with the service: its CPU use is reported beside each point.
 """
@@ -88,10 +89,12 @@ def bench_raw(
         engine.close()
 
 
-def bench_service(repository: Path, model: str, jpegs: list[bytes], seconds: float, env: dict, log) -> dict:
+def bench_service(
+    repository: Path, model: str, jpegs: list[bytes], seconds: float, env: dict, log, concurrency=CONCURRENCY
+) -> dict:
     with running_service(repository, [model], env=env, log=log) as (url, proc):
         info = httpx.get(f"{url}/v1/models/{model}", timeout=10).json()
-        points = [http_point(url, model, jpegs, c, seconds, lambda: cpu_seconds(proc.pid)) for c in CONCURRENCY]
+        points = [http_point(url, model, jpegs, c, seconds, lambda: cpu_seconds(proc.pid)) for c in concurrency]
     return {"providers": info["providers"], "batching": info["batching"], "points": points}
 
 
@@ -147,7 +150,10 @@ def markdown(report: dict) -> str:
     return "\n".join(rows)
 
 
-def run(model: str, repository: Path, quick: bool, seconds: float | None = None) -> dict:
+def run(model: str, repository: Path, quick: bool, seconds: float | None = None, concurrency=CONCURRENCY) -> dict:
+    if not {1, REFERENCE_CONCURRENCY} <= set(concurrency):
+        raise ValueError(f"concurrency {list(concurrency)} must include 1 and {REFERENCE_CONCURRENCY}: ratios use both")
+    concurrency = sorted(set(concurrency))
     seconds = seconds or (1.0 if quick else 5.0)
     ensure_exported(repository, model)
     source = load_source(repository, model)
@@ -156,8 +162,9 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None)
     raw = bench_raw(source, tensors, seconds)
     with tempfile.TemporaryFile("w+") as log:  # the service's own log, shown only if it fails
         try:
-            batched = bench_service(repository, model, jpegs, seconds, {}, log)
-            unbatched = bench_service(repository, model, jpegs, seconds, {"SERVE_MAX_BATCH_SIZE": "1"}, log)
+            batched = bench_service(repository, model, jpegs, seconds, {}, log, concurrency)
+            off = {"SERVE_MAX_BATCH_SIZE": "1"}
+            unbatched = bench_service(repository, model, jpegs, seconds, off, log, concurrency)
         except Exception:
             log.seek(0)
             print(log.read()[-4000:], file=sys.stderr)
@@ -202,8 +209,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
     parser.add_argument("--quick", action="store_true", help="about 1 s per point: a smoke run, not a figure")
     parser.add_argument("--seconds", type=float, help="recorded seconds per point (default 5, or 1 with --quick)")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: [int(c) for c in text.split(",")],
+        default=list(CONCURRENCY),
+        help=f"comma-separated client counts, including 1 and {REFERENCE_CONCURRENCY} (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    report = run(args.model, args.repository.resolve(), args.quick, args.seconds)
+    try:
+        report = run(args.model, args.repository.resolve(), args.quick, args.seconds, args.concurrency)
+    except ValueError as e:
+        parser.error(str(e))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(

@@ -9,6 +9,7 @@ from loadtest import bench
 from tests.service.conftest import write_rgb
 
 LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
+CONCURRENCY = [1, 2, 16]  # asked for as "16,1,2,16": sorted, once each
 
 
 def numbers(value, path="report"):
@@ -30,7 +31,8 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     write_rgb(root / "repository")
     output = root / "out" / "bench.json"
-    bench.main(["--model", "tiny_rgb", "--repository", str(root / "repository"), "--output", str(output), "--quick"])
+    args = ["--model", "tiny_rgb", "--repository", str(root / "repository"), "--output", str(output), "--quick"]
+    bench.main([*args, "--concurrency", "16,1,2,16"])
     return json.loads(output.read_text())
 
 
@@ -52,7 +54,7 @@ def test_raw_engine_covers_powers_of_two_up_to_the_max_batch(report):
 @pytest.mark.parametrize("mode", ["batched", "unbatched"])
 def test_service_points(report, mode):
     service = report["service"][mode]
-    assert [p["concurrency"] for p in service["points"]] == list(bench.CONCURRENCY)
+    assert [p["concurrency"] for p in service["points"]] == CONCURRENCY
     assert service["batching"]["max_batch_size"] == (8 if mode == "batched" else 1)
     for point in service["points"]:
         assert point["requests"] > 0 and point["images_per_s"] > 0
@@ -75,7 +77,7 @@ def test_top_level_ratio_and_machine(report):
 
 def test_markdown_table_has_a_row_per_point(report):
     table = bench.markdown(report).splitlines()
-    assert len(table) == 2 + len(report["raw"]) + 2 * len(bench.CONCURRENCY)
+    assert len(table) == 2 + len(report["raw"]) + 2 * len(CONCURRENCY)
     assert all(row.startswith("|") and row.endswith("|") for row in table)
     assert len({row.count("|") for row in table}) == 1  # every row has every column
 
@@ -107,3 +109,10 @@ def test_recommendation_on_known_curves():
     rising = [{"batch_size": n, "images_per_s": r} for n, r in [(1, 6000), (2, 8500), (4, 15000), (8, 19700)]]
     assert bench.recommended_max_batch(flat) == 1
     assert bench.recommended_max_batch(rising) == 8
+
+
+@pytest.mark.parametrize("concurrency", ["1,4,64", "16,64"])
+def test_concurrency_must_include_the_points_the_ratios_use(tmp_path, capsys, concurrency):
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "m", "--output", str(tmp_path / "o.json"), "--concurrency", concurrency])
+    assert "must include 1 and 16" in capsys.readouterr().err
