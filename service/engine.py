@@ -164,8 +164,9 @@ class Engine:
             )
         self._bound = None
         if io_binding:
-            on_gpu = used.name != CPU
-            graphs = GRAPH_OPTIONS.get(used.name) in used.options
+            running_on = self._session.get_providers()[0]  # ONNX Runtime may itself have fallen back to CPU
+            on_gpu = running_on != CPU
+            graphs = running_on == used.name and GRAPH_OPTIONS.get(used.name) in used.options
             self._bound = BoundRunner(
                 self._session,
                 input_name=input_spec.name,
@@ -176,7 +177,7 @@ class Engine:
                 output_dtype=np.dtype(output_spec.dtype),
                 device="cuda" if on_gpu else "cpu",
                 device_id=device_id if on_gpu else 0,
-                pinned=pinned_memory(used.name) if on_gpu else None,
+                pinned=pinned_memory(running_on) if on_gpu else None,
                 graph_batch_sizes=graph_batch_sizes if graphs else (),
             )
             log.info(

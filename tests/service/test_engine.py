@@ -125,6 +125,19 @@ def test_warmup_runs_each_size_enough_to_capture_its_graph(rgb_path, graph_sizes
     assert seen == runs
 
 
+class OnCuda:
+    """A CPU session that says it runs on CUDA: what the engine decides from the providers in use."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def get_providers(self):
+        return [CUDA, CPU]
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
 @pytest.mark.parametrize("graphs_start", [True, False])
 def test_engine_retries_a_provider_without_cuda_graphs_before_dropping_it(rgb_path, graphs_start):
     calls = []
@@ -133,7 +146,7 @@ def test_engine_retries_a_provider_without_cuda_graphs_before_dropping_it(rgb_pa
         calls.append((providers[0], dict(provider_options[0])))
         if "enable_cuda_graph" in provider_options[0] and not graphs_start:
             raise RuntimeError("not all nodes are partitioned to the CUDA EP")
-        return ort.InferenceSession(path, sess_options=sess_options, providers=[CPU])  # stands in for CUDA
+        return OnCuda(ort.InferenceSession(path, sess_options=sess_options, providers=[CPU]))
 
     spec = ProviderSpec(CUDA, {"device_id": "0", "enable_cuda_graph": "1"})
     e = engine(rgb_path, providers=[spec], session_factory=factory, io_binding=True, graph_batch_sizes=[4, 1])
@@ -143,6 +156,17 @@ def test_engine_retries_a_provider_without_cuda_graphs_before_dropping_it(rgb_pa
     else:
         assert calls == [(CUDA, spec.options), (CUDA, {"device_id": "0"})]
         assert e.cuda_graph_batch_sizes == []
+
+
+def test_no_cuda_graphs_when_onnx_runtime_itself_fell_back_to_cpu(rgb_path):
+    def factory(path, *, sess_options, providers, provider_options):
+        return ort.InferenceSession(path, sess_options=sess_options, providers=[CPU])  # CUDA skipped, no error
+
+    spec = ProviderSpec(CUDA, {"device_id": "0", "enable_cuda_graph": "1"})
+    e = engine(rgb_path, providers=[spec], session_factory=factory, io_binding=True, graph_batch_sizes=[1, 4])
+    assert e.cuda_graph_batch_sizes == []
+    x = np.random.default_rng(2).random((3, 3, 16, 16), dtype=np.float32)
+    np.testing.assert_array_equal(e.run(x), engine(rgb_path).run(x))  # bound to CPU buffers, not CUDA ones
 
 
 def test_engine_falls_back_when_a_provider_fails_to_start(rgb_path):
