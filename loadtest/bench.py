@@ -29,7 +29,7 @@ from loadtest.images import photo_jpegs
 from loadtest.measure import http_point, raw_point
 from loadtest.server import ROOT, cpu_seconds, running_service
 from service.app import build_engine, effective_batching
-from service.config import Settings
+from service.config import Settings, usable_cores
 from service.preprocess import Preprocessor
 from service.repository import ModelSource, load_source
 
@@ -179,7 +179,7 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None,
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "usable_cores": usable_cores(),
             "provider": batched["providers"][0] if batched["providers"] else "unknown",
             "providers": batched["providers"],
             "precision": version.precision,

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import DynamicBatcher
-from service.config import Settings
+from service.config import Settings, usable_cores
 from service.engine import CPU, Engine, GpuOptions, provider_specs, resolve_providers
 from service.errors import ServiceError
 from service.metrics import Metrics
@@ -239,7 +239,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServiceState(
             settings=settings,
             metrics=Metrics(),
-            decode_executor=ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode"),
+            decode_executor=ThreadPoolExecutor(settings.decode_workers or usable_cores(), thread_name_prefix="decode"),
         )
         try:
             names = settings.models or list_models(settings.model_repository)

@@ -1,5 +1,6 @@
 """Service settings, read from the environment (`SERVE_*`) and overridable by `python -m service` flags."""
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -68,7 +69,9 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1, description="Classes returned per image when the request has no top_k.")
     max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask for (422 above).")
     request_timeout_ms: float = Field(30_000, gt=0, description="Default deadline per request; timeout_ms overrides.")
-    decode_workers: int = Field(2, ge=1, description="Threads decoding and preprocessing images.")
+    decode_workers: int | None = Field(
+        None, ge=1, description="Threads decoding and preprocessing images; unset: one per usable CPU core."
+    )
 
     # Dynamic batching: None keeps the value in the model's config.json.
     max_batch_size: int | None = Field(None, ge=1, description="Override config.json's max_batch_size.")
@@ -94,6 +97,13 @@ class Settings(BaseSettings):
         if value is not None and any(size < 1 for size in value):
             raise ValueError(f"preferred_batch_sizes must be positive, got {value}")
         return value
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def settings_markdown() -> str:

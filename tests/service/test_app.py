@@ -1,12 +1,13 @@
 import asyncio
 import dataclasses
+import os
 
 import pytest
 from fastapi.testclient import TestClient
 
 import service.routes.classify
 from service.app import create_app, effective_batching, gpu_options, warmup_batch_sizes
-from service.config import Settings
+from service.config import Settings, usable_cores
 from service.engine import GpuOptions
 from service.model_config import Batching
 from tests.service.conftest import image_bytes, wait_ready
@@ -102,6 +103,18 @@ def test_shutdown_drains_and_closes(model_repo):
 async def _enqueue(batcher, array):
     await asyncio.sleep(0)
     return batcher.enqueue([array] * 3)
+
+
+@pytest.mark.parametrize(("decode_workers", "expected"), [(None, usable_cores()), (3, 3)])
+def test_decode_workers_default_to_one_per_usable_core(model_repo, decode_workers, expected):
+    settings = Settings(model_repository=model_repo, providers=["cpu"], decode_workers=decode_workers)
+    with TestClient(create_app(settings)) as client:
+        assert client.app.state.service.decode_executor._max_workers == expected
+
+
+def test_usable_cores_is_the_affinity_set(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert usable_cores() == 3
 
 
 def test_create_app_builds_nothing_until_started(tmp_path):
