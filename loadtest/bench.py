@@ -5,8 +5,8 @@
 
 On one exported ONNX file: (a) the raw engine, `session.run` on preprocessed tensors at batch sizes
 1, 2, 4, ... up to the model's max batch size; (b) the service end to end over HTTP (started here
-on 127.0.0.1) with JPEG photos at concurrency 1, 4, 16, 64 (or --concurrency) and dynamic batching; (c) the same with
-batching off (`SERVE_MAX_BATCH_SIZE=1`), the naive baseline. Prints a Markdown table, writes JSON.
+on 127.0.0.1) with JPEG photos at concurrency 1, 4, 16, 64 (or --concurrency) and dynamic batching;
+(c) the same with batching off (`SERVE_MAX_BATCH_SIZE=1`), the naive baseline. Prints a Markdown table, writes JSON.
 The load generator shares the machine with the service: its CPU use is reported beside each point.
 """
 

@@ -14,7 +14,11 @@ class ServerFigures:
     COLUMNS = ("model", "answers", "mean_batch", "p95_batch", "p50_queue_ms", "p95_queue_ms", "p99_queue_ms")
 
     def __init__(self) -> None:
-        self.figures: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"batch": [], "queue_ms": []})
+        self.figures = self._empty()
+
+    @staticmethod
+    def _empty() -> dict[str, dict[str, list[float]]]:
+        return defaultdict(lambda: {"batch": [], "queue_ms": []})
 
     def add(self, model: str, batch_size: int, queue_ms: float) -> None:
         self.figures[model]["batch"].append(batch_size)
@@ -22,7 +26,7 @@ class ServerFigures:
 
     def drain(self) -> dict[str, dict[str, list[float]]]:
         """What a worker sends the master: everything since its last report."""
-        figures, self.figures = dict(self.figures), defaultdict(lambda: {"batch": [], "queue_ms": []})
+        figures, self.figures = dict(self.figures), self._empty()
         return figures
 
     def merge(self, figures: dict[str, dict[str, list[float]]]) -> None:

@@ -109,7 +109,9 @@ class BoundRunner:
         if self.graph_batch_sizes:
             self._uncaptured = ort.RunOptions()
             self._uncaptured.add_run_config_entry(GRAPH_ID, "-1")
-        self.pinned = self._host_buffer(1).pinned
+        first = self._host_buffer(1)  # grows on first use; allocated now to learn whether staging is pinned
+        self._staging.put(first)
+        self.pinned = first.pinned
 
     def _host_buffer(self, rows: int) -> HostBuffer:
         return HostBuffer(rows, self._sample_shape, self._dtype, self._pinned_memory)
