@@ -30,7 +30,7 @@ from loadtest.measure import http_point, raw_point
 from loadtest.server import ROOT, cpu_seconds, running_service
 from service.app import build_engine, effective_batching
 from service.config import Settings, usable_cores
-from service.preprocess import Preprocessor
+from service.preprocess import ImageLimits, Preprocessor
 from service.repository import ModelSource, load_source
 
 CONCURRENCY = (1, 4, 16, 64)
@@ -60,7 +60,7 @@ def preprocess_photos(source: ModelSource, jpegs: list[bytes], rounds: int = 5) 
     """The photos as the model's input tensors, and the median milliseconds one took to decode and
     preprocess on one thread (over `rounds` passes)."""
     config = source.config
-    preprocess = Preprocessor(config.preprocessing, config.input, max_pixels=Settings().max_image_pixels)
+    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
     times = []
     for _ in range(rounds):
         tensors = []

@@ -3,10 +3,10 @@
 import argparse
 import logging
 
-import uvicorn
-
 from service.app import create_app
 from service.config import Settings
+from service.http_server import HttpLimits, serve
+from service.metrics import Metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,9 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log
-    )
+    metrics = Metrics()
+    limits = HttpLimits.from_settings(settings, on_refused=lambda reason: metrics.http_refused.labels(reason).inc())
+    serve(create_app(settings, metrics), settings, limits)
 
 
 if __name__ == "__main__":

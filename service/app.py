@@ -22,12 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import DynamicBatcher
-from service.config import Settings, usable_cores
+from service.config import Settings
+from service.decode_pool import DecodePool
 from service.engine import CPU, Engine, GpuOptions, provider_specs, resolve_providers
-from service.errors import ServiceError
+from service.errors import ServiceError, error_body
 from service.metrics import Metrics
 from service.model_config import Batching
-from service.preprocess import Preprocessor
+from service.preprocess import ImageLimits, Preprocessor, configure_pillow
 from service.repository import ModelSource, RepositoryError, list_models, load_source
 from service.routes import classify, health, models
 from service.schemas import BatchingInfo, ModelState
@@ -112,7 +113,7 @@ def load_model(entry: ModelEntry, settings: Settings) -> None:
     entry.load_seconds = {"session": built - started, "warmup": time.perf_counter() - built}
     entry.source = source
     entry.batching = batching
-    entry.preprocessor = Preprocessor(config.preprocessing, config.input, max_pixels=settings.max_image_pixels)
+    entry.preprocessor = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(settings))
     entry.engine = engine
 
 
@@ -156,6 +157,8 @@ def _watch_metrics(state: ServiceState) -> None:
     metrics.models_ready.set_function(lambda: sum(e.state is ModelState.READY for e in state.models.values()))
     for entry in state.models.values():
         metrics.queue_depth.labels(entry.name).set_function(lambda e=entry: e.batcher.queue_depth if e.batcher else 0)
+    for lane in (state.decode_pool.small, state.decode_pool.large):
+        metrics.decode_backlog.labels(lane.name).set_function(lambda lane=lane: lane.backlog)
 
 
 async def _shutdown(state: ServiceState, loader: asyncio.Task) -> None:
@@ -171,11 +174,11 @@ async def _shutdown(state: ServiceState, loader: asyncio.Task) -> None:
             entry.executor.shutdown(wait=True)
         if entry.engine is not None:
             entry.engine.close()
-    state.decode_executor.shutdown(wait=True)
+    state.decode_pool.shutdown()
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -231,16 +234,15 @@ class ObserveClassify:
             state.metrics.request_latency.labels(label).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, metrics: Metrics | None = None) -> FastAPI:
+    """`metrics`: pass the registry the HTTP server counts its refusals in, so /metrics shows them too."""
     settings = settings or Settings()
+    metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = ServiceState(
-            settings=settings,
-            metrics=Metrics(),
-            decode_executor=ThreadPoolExecutor(settings.decode_workers or usable_cores(), thread_name_prefix="decode"),
-        )
+        configure_pillow()
+        state = ServiceState(settings=settings, metrics=metrics, decode_pool=DecodePool.from_settings(settings))
         try:
             names = settings.models or list_models(settings.model_repository)
         except RepositoryError as e:
@@ -255,7 +257,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await _shutdown(state, loader)
 
-    app = FastAPI(title="cnn-serve", summary="ONNX image classifiers with dynamic batching.", lifespan=lifespan)
+    app = FastAPI(
+        title="cnn-serve",
+        summary="ONNX image classifiers with dynamic batching.",
+        lifespan=lifespan,
+        redirect_slashes=False,  # a 307 to a Location built from the client's Host header helps nobody
+    )
     _install_error_handlers(app)
 
     app.add_middleware(ObserveClassify)

@@ -5,6 +5,10 @@ One `_Pending` item per image waits in a bounded queue. A background task forms 
 preferred batch size once no more items are arriving. Batches run in a thread pool, up to
 `batches_in_flight` at once, so the next batch forms while one runs. Every future is resolved
 exactly once, and only if nobody cancelled it (a client that disconnects cancels its future).
+
+No work for the dead: an item whose client left is dropped, and so is one that cannot finish before
+its deadline, judged from how long batches of that size have taken (`BatchLatency`); it gets its 504
+at once instead of after the batch it would have slowed.
 """
 
 import asyncio
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 RunFn = Callable[[list[np.ndarray]], np.ndarray]  # one batch's inputs -> one output row each
 BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
 DRAIN_WINDOW_S = 10.0
+LATENCY_SMOOTHING = 0.2  # weight of the newest batch in the running average of its size's latency
+LATENCY_MEMORY_S = 10.0  # a size not run for this long is forgotten, so one slow batch cannot refuse work forever
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,34 @@ class BatchResult:
     queue_ms: float
     inference_ms: float
     batch_size: int
+
+
+class BatchLatency:
+    """Seconds a batch of n images takes, learned from the batches run: a running average per size,
+    forgotten when that size has not run for LATENCY_MEMORY_S."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seconds: dict[int, tuple[float, float]] = {}  # size -> (average seconds, last observed)
+
+    def observe(self, n: int, seconds: float) -> None:
+        old = self._seconds.get(n)
+        average = seconds if old is None else old[0] + LATENCY_SMOOTHING * (seconds - old[0])
+        self._seconds[n] = (average, self._clock())
+
+    def expected(self, n: int) -> float:
+        """A low estimate, so that nothing that could finish is refused: the latency of the largest size
+        seen up to n (a batch is not faster for being larger); below every size seen, the smallest's
+        scaled by n / size (per image, small batches cost at least what large ones do). 0 if none is known."""
+        now = self._clock()
+        known = {size: s for size, (s, seen) in self._seconds.items() if now - seen < LATENCY_MEMORY_S}
+        if not known:
+            return 0.0
+        below = [size for size in known if size <= n]
+        if below:
+            return known[max(below)]
+        smallest = min(known)
+        return known[smallest] * n / smallest
 
 
 @dataclass(eq=False)
@@ -76,6 +110,7 @@ class DynamicBatcher:
         self._loop_task: asyncio.Task | None = None
         self._stopping = False
         self._completed: deque[tuple[float, int]] = deque()  # (time, items) per finished batch
+        self.latency = BatchLatency()
 
     # -- public -------------------------------------------------------------------------------
 
@@ -169,15 +204,20 @@ class DynamicBatcher:
             task.add_done_callback(self._running.discard)
 
     def _drop_dead(self) -> None:
-        """Remove items whose client left (future cancelled) or whose deadline passed (504, never run)."""
+        """Remove items whose client left (future cancelled), and answer 504 to those whose deadline comes
+        before the next batch could finish; none of them is run."""
         now = time.monotonic()
+        needs = self.latency.expected(min(len(self._queue), self.max_batch_size))
         alive = deque()
         for item in self._queue:
             if item.future.done():
                 continue
-            if item.deadline is not None and now >= item.deadline:
-                waited_ms = (now - item.enqueued_at) * 1000
-                item.future.set_exception(DeadlineExceeded(f"deadline passed after {waited_ms:.0f} ms in the queue"))
+            if item.deadline is not None and now + needs >= item.deadline:
+                waited_ms, left_ms = (now - item.enqueued_at) * 1000, (item.deadline - now) * 1000
+                message = f"deadline passed after {waited_ms:.0f} ms in the queue"
+                if left_ms > 0:
+                    message = f"{left_ms:.0f} ms to the deadline and a batch takes about {needs * 1000:.0f} ms"
+                item.future.set_exception(DeadlineExceeded(message + "; not run"))
                 continue
             alive.append(item)
         self._queue = alive
@@ -224,6 +264,7 @@ class DynamicBatcher:
                     queue_ms = (started - item.enqueued_at) * 1000
                     item.future.set_result(BatchResult(row, queue_ms, inference_ms, len(items)))
             self._completed.append((finished, len(items)))
+            self.latency.observe(len(items), finished - started)
             if self._on_batch is not None:
                 self._on_batch(len(items), finished - started)
         except Exception as e:

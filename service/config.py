@@ -63,14 +63,46 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
     access_log: bool = Field(False, description="Log a line per request; Prometheus metrics count them either way.")
+    max_connections: int = Field(
+        1024, ge=1, description="Open connections; a new one beyond this gets 503 when its first request arrives."
+    )
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Request line and headers, per request (431 above).")
+    max_header_count: int = Field(100, ge=1, description="Headers per request (431 above).")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time for a request's headers to arrive, from connecting or the last answer (408)."
+    )
+    min_body_rate: float = Field(
+        16 * 1024, ge=0, description="Bytes per second a body must average once SERVE_BODY_GRACE_S has passed (408)."
+    )
+    body_grace_s: float = Field(5.0, ge=0, description="Time a body may take before SERVE_MIN_BODY_RATE applies.")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this.")
     max_request_bytes: int = Field(16 * MiB, ge=1, description="Largest request body accepted (413 above).")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width*height, checked before decoding.")
     max_images_per_request: int = Field(64, ge=1, description="Most images in one request (413 above).")
     default_top_k: int = Field(5, ge=1, description="Classes returned per image when the request has no top_k.")
     max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask for (422 above).")
     request_timeout_ms: float = Field(30_000, gt=0, description="Default deadline per request; timeout_ms overrides.")
+    max_request_timeout_ms: float = Field(120_000, gt=0, description="Largest timeout_ms a request may ask for (422).")
+
+    # Images: every limit is checked from the header, before a pixel is decoded (413 above each).
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest width*height as stored.")
+    max_decoded_pixels: int = Field(
+        16_777_216,
+        ge=1,
+        description="Largest width*height as decoded: a JPEG is decoded at 1/2-1/8 scale when large, "
+        "PNG, WebP, GIF and BMP always in full.",
+    )
+    max_image_aspect_ratio: float = Field(20.0, ge=1, description="Largest long side / short side.")
     decode_workers: int | None = Field(
-        None, ge=1, description="Threads decoding and preprocessing images; unset: one per usable CPU core."
+        None, ge=1, description="Threads per decode lane (small and large images); unset: one per usable CPU core."
+    )
+    max_decode_backlog: int = Field(
+        256, ge=1, description="Images waiting or decoding in the small-image lane; a request beyond gets 429."
+    )
+    large_image_pixels: int = Field(
+        4_194_304, ge=1, description="Images decoding to more pixels than this use the large-image lane."
+    )
+    max_large_decode_backlog: int | None = Field(
+        None, ge=1, description="Images waiting or decoding in the large-image lane (429 beyond); unset: 2 per thread."
     )
 
     # Dynamic batching: None keeps the value in the model's config.json.

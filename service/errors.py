@@ -1,7 +1,12 @@
 """Every error a client can see: an HTTP status and a stable code, mapped to JSON in one place (app.py).
 
-Clients get `{"error": {"code": "...", "message": "..."}}` and never a stack trace.
+Clients get `{"error": {"code": "...", "message": "..."}}` (`error_body`) and never a stack trace.
 """
+
+
+def error_body(code: str, message: str) -> dict:
+    """The one JSON shape of every error, from the app's handlers and from the HTTP server's own refusals."""
+    return {"error": {"code": code, "message": message}}
 
 
 class ServiceError(Exception):
@@ -14,6 +19,9 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+
+    def __str__(self) -> str:
+        return self.message  # which may be amended on the way out (e.g. prefixed with the image's name)
 
 
 class InvalidImage(ServiceError):
@@ -47,6 +55,13 @@ class ImageTooLarge(ServiceError):
     code = "image_too_large"
 
 
+class AspectRatioTooLarge(ServiceError):
+    """The long side over `max_aspect_ratio` times the short side, found from the header."""
+
+    status_code = 413
+    code = "aspect_ratio_too_large"
+
+
 class TooManyImages(ServiceError):
     status_code = 413
     code = "too_many_images"
@@ -73,6 +88,16 @@ class QueueFull(ServiceError):
         self.retry_after = retry_after
 
 
+class DecoderBusy(ServiceError):
+    """The decode pool's backlog is full: the request is refused before any of its images is decoded."""
+
+    status_code = 429
+    code = "decode_busy"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class ModelNotReady(ServiceError):
     """The model is loading, failed to load, or the service is shutting down."""
 
@@ -83,6 +108,14 @@ class ModelNotReady(ServiceError):
 class DeadlineExceeded(ServiceError):
     status_code = 504
     code = "deadline_exceeded"
+
+
+class ClientClosedRequest(ServiceError):
+    """The client went away before its answer was ready (nginx's 499): its queued work is cancelled, and
+    the answer is never sent. Counted apart, not as a server error."""
+
+    status_code = 499
+    code = "client_closed_request"
 
 
 class InferenceFailed(ServiceError):

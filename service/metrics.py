@@ -41,6 +41,16 @@ class Metrics:
             registry=r,
         )
         self.models_ready = Gauge("cnnserve_models_ready", "Models loaded, warmed and serving.", registry=r)
+        self.decode_backlog = Gauge(
+            "cnnserve_decode_backlog", "Images waiting or decoding, by lane (small, large).", ["lane"], registry=r
+        )
+        self.http_refused = Counter(
+            "cnnserve_http_refused",
+            "Requests the HTTP server refused before the app saw them whole: headers too large or too many, "
+            "headers or body too slow, too many connections, malformed HTTP.",
+            ["reason"],
+            registry=r,
+        )
 
     def batch_observer(self, model: str) -> Callable[[int, float], None]:
         """For DynamicBatcher(on_batch=...): records each batch's size and inference time."""

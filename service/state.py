@@ -7,12 +7,15 @@ from fastapi import Request
 
 from service.batcher import DynamicBatcher
 from service.config import Settings
+from service.decode_pool import DecodePool
 from service.engine import Engine
 from service.errors import ModelNotFound, ModelNotReady
 from service.metrics import Metrics
 from service.preprocess import Preprocessor
 from service.repository import ModelSource
 from service.schemas import BatchingInfo, ModelState
+
+MAX_NAME_SHOWN = 64
 
 
 @dataclass
@@ -33,14 +36,15 @@ class ModelEntry:
 class ServiceState:
     settings: Settings
     metrics: Metrics
-    decode_executor: ThreadPoolExecutor
+    decode_pool: DecodePool
     models: dict[str, ModelEntry] = field(default_factory=dict)
 
     def get(self, name: str) -> ModelEntry:
         entry = self.models.get(name)
         if entry is None:
             available = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"no model named {name!r}; available: {available}")
+            shown = name if len(name) <= MAX_NAME_SHOWN else name[:MAX_NAME_SHOWN] + "..."  # never echo a 60 kB URL
+            raise ModelNotFound(f"no model named {shown!r}; available: {available}")
         return entry
 
     def ready(self, name: str) -> ModelEntry:

@@ -1,4 +1,6 @@
-"""`GET /healthz` (the process is alive), `GET /readyz` (every model is ready), `GET /metrics`."""
+"""`GET /healthz` (the process is alive), `GET /readyz` (every model is ready), `GET /metrics`.
+
+The probes answer HEAD as well as GET: some load balancers and uptime checkers send HEAD."""
 
 from typing import Annotated
 
@@ -12,12 +14,12 @@ from service.state import ServiceState, get_state
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
     """200 once every configured model is loaded and warmed; 503 with each model's state until then."""
     readiness = Readiness(

@@ -14,7 +14,7 @@ from models import get_model
 from service.app import create_app
 from service.config import Settings
 from service.model_config import ModelConfig
-from service.preprocess import Preprocessor
+from service.preprocess import ImageLimits, Preprocessor
 from tests.models.deterministic import fill_state_dict
 from tests.service.conftest import wait_ready
 
@@ -36,7 +36,8 @@ def test_served_probabilities_match_pytorch(exported):
     Image.fromarray(data.chelsea()).save(buf, "JPEG", quality=90)
     photo = buf.getvalue()
     config = ModelConfig.model_validate_json((repo / "mobilenet_v2" / "config.json").read_text())
-    x = torch.from_numpy(Preprocessor(config.preprocessing, config.input, max_pixels=10**8)(photo))
+    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
+    x = torch.from_numpy(preprocess(photo))
     with torch.no_grad():
         expected = model(x[None])[0].softmax(-1).topk(5)
 

@@ -10,8 +10,9 @@ from export.repository import sha256_of
 from export.to_onnx import main, resolve_names
 from export.weights import RandomWeightsWarning
 from models import get_model
+from service.config import Settings
 from service.model_config import ModelConfig
-from service.preprocess import Preprocessor
+from service.preprocess import ImageLimits, Preprocessor
 from tests.service.conftest import image_bytes
 
 
@@ -105,8 +106,8 @@ def test_uint8_export_fuses_normalization_and_serves_the_same_answer(tmp_path):
 
     assert session(tmp_path / "uint8").get_inputs()[0].type == "tensor(uint8)"
     photo = image_bytes(color=(200, 30, 90), size=(40, 36), fmt="PNG")
-    pixels = Preprocessor(fused.preprocessing, fused.input, max_pixels=10**6)(photo)
-    normalized = Preprocessor(plain.preprocessing, plain.input, max_pixels=10**6)(photo)
+    pixels = Preprocessor(fused.preprocessing, fused.input, limits=ImageLimits.from_settings(Settings()))(photo)
+    normalized = Preprocessor(plain.preprocessing, plain.input, limits=ImageLimits.from_settings(Settings()))(photo)
     assert pixels.dtype == np.uint8 and normalized.dtype == np.float32
     (from_pixels,) = session(tmp_path / "uint8").run(None, {"input": pixels[None]})
     (from_floats,) = session(tmp_path / "float").run(None, {"input": normalized[None]})

@@ -97,7 +97,7 @@ def test_shutdown_drains_and_closes(model_repo):
     assert all(f.done() and f.result().batch_size == 3 for f in futures)
     assert entry.engine._session is None
     with pytest.raises(RuntimeError):
-        state.decode_executor.submit(print)
+        state.decode_pool.small.run(print)
 
 
 async def _enqueue(batcher, array):
@@ -109,7 +109,9 @@ async def _enqueue(batcher, array):
 def test_decode_workers_default_to_one_per_usable_core(model_repo, decode_workers, expected):
     settings = Settings(model_repository=model_repo, providers=["cpu"], decode_workers=decode_workers)
     with TestClient(create_app(settings)) as client:
-        assert client.app.state.service.decode_executor._max_workers == expected
+        pool = client.app.state.service.decode_pool
+        assert pool.small._executor._max_workers == pool.large._executor._max_workers == expected
+        assert pool.large.max_backlog == 2 * expected  # unset: two large images per thread
 
 
 def test_usable_cores_is_the_affinity_set(monkeypatch):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import DynamicBatcher
+from service.batcher import LATENCY_MEMORY_S, LATENCY_SMOOTHING, BatchLatency, DynamicBatcher
 from service.engine import Engine, ProviderSpec
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull
 from service.model_config import TensorSpec
@@ -270,3 +270,42 @@ def test_batched_results_equal_unbatched(model_repo):
 def test_rejects_bad_configuration():
     with pytest.raises(ValueError):
         DynamicBatcher(FakeEngine().run, max_batch_size=0, max_queue_delay_ms=1, max_queue_size=1)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_batch_latency_is_a_low_estimate_that_forgets():
+    clock = FakeClock()
+    latency = BatchLatency(clock)
+    assert latency.expected(8) == 0.0  # nothing known: nothing is refused
+    latency.observe(4, 0.4)
+    latency.observe(16, 1.0)
+    assert latency.expected(4) == latency.expected(8) == pytest.approx(0.4)  # largest size seen up to n
+    assert latency.expected(32) == pytest.approx(1.0)
+    assert latency.expected(2) == pytest.approx(0.2)  # below every size seen: scaled per image
+    latency.observe(4, 0.9)
+    assert latency.expected(4) == pytest.approx(0.4 + LATENCY_SMOOTHING * 0.5)
+    clock.now += LATENCY_MEMORY_S + 1
+    assert latency.expected(8) == 0.0  # one slow spell cannot refuse work forever
+
+
+def test_items_that_cannot_finish_before_their_deadline_are_not_run():
+    async def main():
+        engine = FakeEngine()
+        b = batcher(engine, max_batch_size=1, max_queue_delay_ms=0)
+        b.latency.observe(1, 0.5)  # as if batches of one took half a second
+        hopeless = b.enqueue([item(1)], deadline=time.monotonic() + 0.2)
+        fine = b.enqueue([item(2)], deadline=time.monotonic() + 30)
+        with pytest.raises(DeadlineExceeded, match="a batch takes about 500 ms; not run"):
+            await hopeless[0]
+        assert float((await fine[0]).output[0]) == 4.0
+        await b.stop()
+        return engine
+
+    assert run(main()).batches == [1]  # only the item that could finish ran

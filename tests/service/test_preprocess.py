@@ -1,17 +1,35 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, PngImagePlugin
 from PIL.JpegImagePlugin import JpegImageFile
 
-from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from service.errors import AspectRatioTooLarge, ImageTooLarge, InvalidImage, ServiceError, UnsupportedMediaType
 from service.model_config import Preprocessing, TensorSpec
-from service.preprocess import Preprocessor, center_crop_box, resized_size
+from service.preprocess import (
+    EXACT_MAX_ASPECT,
+    ImageLimits,
+    Preprocessor,
+    center_crop_box,
+    configure_pillow,
+    resized_size,
+)
 from tests.service.conftest import IMAGENET_MEAN, IMAGENET_STD, image_bytes
 
 
-def make(color_mode="RGB", crop=(16, 16), resize=18, fused=False, max_pixels=10_000_000, interpolation="bilinear"):
+def make(
+    color_mode="RGB",
+    crop=(16, 16),
+    resize=18,
+    fused=False,
+    max_pixels=10_000_000,
+    max_decoded_pixels=10_000_000,
+    max_aspect_ratio=20.0,
+    interpolation="bilinear",
+):
     channels = 3 if color_mode == "RGB" else 1
     pre = Preprocessing(
         color_mode=color_mode,
@@ -23,7 +41,8 @@ def make(color_mode="RGB", crop=(16, 16), resize=18, fused=False, max_pixels=10_
         fused=fused,
     )
     spec = TensorSpec(name="input", dtype="uint8" if fused else "float32", shape=(-1, channels, *crop))
-    return Preprocessor(pre, spec, max_pixels=max_pixels)
+    limits = ImageLimits(max_pixels, max_decoded_pixels, max_aspect_ratio)
+    return Preprocessor(pre, spec, limits=limits)
 
 
 def test_torchvision_resize_and_crop_arithmetic():
@@ -152,3 +171,119 @@ def test_jpeg_draft_mode_for_large_images(monkeypatch):
     calls.clear()
     make()(image_bytes(size=(40, 30), fmt="JPEG"))
     assert calls == []  # small images are decoded at full size
+
+
+def reference(image: Image.Image, resize: int, crop: int, resample) -> np.ndarray:
+    """torchvision's eval geometry, spelled out: resize the whole image, then center-crop."""
+    size = resized_size(*image.size, resize)
+    return np.asarray(image.resize(size, resample).crop(center_crop_box(*size, crop, crop)), dtype=np.int16)
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic"])
+def test_ordinary_shapes_are_torchvision_exact(interpolation):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        short = int(rng.integers(10, 120))
+        long = int(rng.integers(short, int(short * EXACT_MAX_ASPECT) + 1))
+        w, h = (short, long) if rng.random() < 0.5 else (long, short)
+        noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x = make(fused=True, crop=(16, 16), resize=18, interpolation=interpolation)(png(noise))
+        expected = reference(Image.fromarray(noise), 18, 16, Image.Resampling[interpolation.upper()])
+        np.testing.assert_array_equal(x.transpose(1, 2, 0), expected)
+
+
+def test_elongated_images_resample_only_the_region_the_crop_keeps(monkeypatch):
+    sizes = []
+    original = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        sizes.append(tuple(size))
+        return original(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    smooth = np.linspace(0, 255, 600 * 20 * 3).reshape(600, 20, 3).astype(np.uint8)  # 20 x 600: aspect 30
+    x = make(fused=True, max_aspect_ratio=100)(png(smooth))
+    assert sizes == [(16, 16)]  # never the 18 x 540 whole-image resize
+    monkeypatch.setattr(Image.Image, "resize", original)
+    expected = reference(Image.fromarray(smooth), 18, 16, Image.Resampling.BILINEAR)
+    assert np.abs(x.transpose(1, 2, 0).astype(np.int16) - expected).max() <= 2
+
+
+@pytest.mark.parametrize("size", [(1, 6000), (6000, 1), (21, 1)])
+def test_extreme_aspect_ratios_are_refused_from_the_header(monkeypatch, size):
+    data = image_bytes(size=size)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("pixels were decoded"))
+    with pytest.raises(AspectRatioTooLarge, match="limit is 20:1"):
+        make()(data)
+
+
+def test_an_aspect_ratio_at_the_limit_is_served():
+    assert make()(image_bytes(size=(20, 1))).shape == (3, 16, 16)
+
+
+def test_decoded_size_is_judged_after_jpeg_dct_scaling():
+    limited = make(max_decoded_pixels=100_000)
+    with pytest.raises(ImageTooLarge, match="PNG has no reduced-size decoding"):
+        limited(image_bytes(size=(400, 400)))  # 160,000 pixels, decoded in full
+    x = limited(image_bytes(size=(400, 400), fmt="JPEG"))  # decoded at 1/4 scale: 10,000 pixels
+    assert x.shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(("error", "expected"), [(MemoryError, ImageTooLarge), (OverflowError, InvalidImage)])
+def test_decoder_failures_are_client_errors(monkeypatch, error, expected):
+    def fail(self):
+        raise error("from the decoder")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with pytest.raises(expected):
+        make()(image_bytes())
+
+
+def test_png_text_chunks_cannot_inflate_megabytes(monkeypatch):
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_MEMORY", PngImagePlugin.MAX_TEXT_MEMORY)  # restored afterwards
+    configure_pillow()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    plain = image_bytes(size=(8, 8))
+    bomb = zlib.compress(b"A" * 500_000, 9)  # 500 kB of text in about 500 bytes
+    texts = b"".join(chunk(b"zTXt", b"k%d\x00\x00" % i + bomb) for i in range(10))
+    with pytest.raises(InvalidImage, match="text chunks"):
+        make()(plain[:33] + texts + plain[33:])  # after the signature and IHDR
+
+
+def mutations(data: bytes, rng: np.random.Generator, count: int):
+    for _ in range(count):
+        mutated = bytearray(data)
+        kind = rng.integers(3)
+        if kind == 0:  # flip bytes
+            for i in rng.integers(0, len(mutated), size=int(rng.integers(1, 8))):
+                mutated[i] = int(rng.integers(256))
+        elif kind == 1:  # truncate
+            mutated = mutated[: int(rng.integers(1, len(mutated)))]
+        else:  # duplicate a slice
+            start = int(rng.integers(len(mutated)))
+            mutated[start:start] = mutated[start : start + int(rng.integers(1, 64))]
+        yield bytes(mutated)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP"])
+def test_corrupted_images_only_ever_raise_client_errors(fmt):
+    """A small fuzz: whatever a mutated file does inside a decoder, the client gets a 4xx, never a 500."""
+    rng = np.random.default_rng(zlib.crc32(fmt.encode()))
+    noise = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, fmt)
+    preprocess = make()
+    for data in mutations(buf.getvalue(), rng, 150):
+        try:
+            assert preprocess(data).shape == (3, 16, 16)
+        except ServiceError as e:
+            assert 400 <= e.status_code < 500, e

@@ -191,3 +191,41 @@ def test_concurrent_requests_are_batched_and_answered_correctly(make_client):
     assert all(top_label(answers[i]["results"][0]) == names[i] for i in range(len(names)))
     sizes = [answers[i]["results"][0]["batch_size"] for i in range(len(names))]
     assert max(sizes) > 1 and max(sizes) <= 8
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "1e308", "120001"])
+def test_timeouts_without_a_real_deadline_are_refused(client, timeout):
+    response = client.post(URL + f"&timeout_ms={timeout}", content=image_bytes(), headers={"content-type": "image/png"})
+    assert response.status_code == 422, response.text
+    assert "timeout_ms" in response.json()["error"]["message"]
+
+
+def test_an_unknown_model_name_is_not_echoed_whole(client):
+    name = "x" * 60_000
+    error = assert_error(client.post(f"/v1/classify?model={name}", content=image_bytes()), 404, "model_not_found")
+    assert len(error["message"]) < 200 and "tiny_rgb" in error["message"]
+
+
+def test_a_trailing_slash_is_not_redirected(client):
+    response = client.post(URL.replace("classify", "classify/"), content=image_bytes(), follow_redirects=False)
+    assert_error(response, 404, "not_found")
+    assert "location" not in response.headers
+
+
+def test_a_full_decode_lane_sheds_with_429(make_client):
+    client = make_client(max_decode_backlog=1)
+    pool = client.app.state.service.decode_pool
+    pool.small.reserve(1)  # as if another request's image were decoding
+    try:
+        response = client.post(URL, content=image_bytes(), headers={"content-type": "image/png"})
+        assert_error(response, 429, "decode_busy")
+        assert response.headers["retry-after"] == "1"
+    finally:
+        pool.small._release(None)
+    assert client.post(URL, content=image_bytes(), headers={"content-type": "image/png"}).status_code == 200
+
+
+def test_an_elongated_image_gets_413_naming_the_limit(client):
+    response = client.post(URL, content=image_bytes(size=(1, 6000)), headers={"content-type": "image/png"})
+    error = assert_error(response, 413, "aspect_ratio_too_large")
+    assert "image 0" in error["message"] and "20:1" in error["message"]

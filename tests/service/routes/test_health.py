@@ -15,6 +15,12 @@ def test_healthz(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
+def test_probes_answer_head(client):
+    for path in ("/healthz", "/readyz"):
+        response = client.head(path)
+        assert response.status_code == 200 and response.content == b""
+
+
 def test_readyz_reports_loading_then_ready(model_repo, monkeypatch):
     gate = threading.Event()
     load = service.app.load_model
