@@ -3,6 +3,7 @@
 import argparse
 import logging
 
+from service.allocator import tune_malloc
 from service.app import create_app
 from service.config import Settings
 from service.http_server import HttpLimits, serve
@@ -10,6 +11,7 @@ from service.metrics import Metrics
 
 
 def main(argv: list[str] | None = None) -> None:
+    malloc = tune_malloc()  # before any thread exists
     parser = argparse.ArgumentParser(prog="python -m service", description="Serve the model repository over HTTP.")
     parser.add_argument("--host", help="address to bind (SERVE_HOST)")
     parser.add_argument("--port", type=int, help="port to bind (SERVE_PORT)")
@@ -18,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger(__name__).info("glibc malloc: %s", malloc or "as the environment sets it")
     metrics = Metrics()
     limits = HttpLimits.from_settings(settings, on_refused=lambda reason: metrics.http_refused.labels(reason).inc())
     serve(create_app(settings, metrics), settings, limits)

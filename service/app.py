@@ -7,6 +7,7 @@ and `/readyz` says 503. A model that fails to load is marked failed with its rea
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -136,6 +137,7 @@ async def load_all(state: ServiceState) -> None:
             batches_in_flight=batching.batches_in_flight,
             executor=entry.executor,
             on_batch=state.metrics.batch_observer(entry.name),
+            on_idle=entry.engine.trim_memory,
             name=entry.name,
         )
         entry.batcher.start()
@@ -234,6 +236,14 @@ class ObserveClassify:
             state.metrics.request_latency.labels(label).observe(time.perf_counter() - started)
 
 
+def _telemetry(settings: Settings) -> dict:
+    """FastAPI's native OpenTelemetry (newer FastAPI only): on only when asked for, decided once here rather
+    than by FastAPI on every request."""
+    if settings.opentelemetry or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def create_app(settings: Settings | None = None, metrics: Metrics | None = None) -> FastAPI:
     """`metrics`: pass the registry the HTTP server counts its refusals in, so /metrics shows them too."""
     settings = settings or Settings()
@@ -262,6 +272,7 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         summary="ONNX image classifiers with dynamic batching.",
         lifespan=lifespan,
         redirect_slashes=False,  # a 307 to a Location built from the client's Host header helps nobody
+        **_telemetry(settings),
     )
     _install_error_handlers(app)
 

@@ -6,6 +6,9 @@ preferred batch size once no more items are arriving. Batches run in a thread po
 `batches_in_flight` at once, so the next batch forms while one runs. Every future is resolved
 exactly once, and only if nobody cancelled it (a client that disconnects cancels its future).
 
+Memory comes back: once no batch has arrived for `IDLE_TRIM_S` after batches larger than one ran, the
+`on_idle` hook runs (the engine trims its arena), alone, with every batch slot held.
+
 No work for the dead: an item whose client left is dropped, and so is one that cannot finish before
 its deadline, judged from how long batches of that size have taken (`BatchLatency`); it gets its 504
 at once instead of after the batch it would have slowed.
@@ -31,6 +34,7 @@ RunFn = Callable[[list[np.ndarray]], np.ndarray]  # one batch's inputs -> one ou
 BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
 DRAIN_WINDOW_S = 10.0
 LATENCY_SMOOTHING = 0.2  # weight of the newest batch in the running average of its size's latency
+IDLE_TRIM_S = 2.0
 LATENCY_MEMORY_S = 10.0  # a size not run for this long is forgotten, so one slow batch cannot refuse work forever
 
 
@@ -90,6 +94,7 @@ class DynamicBatcher:
         batches_in_flight: int = 2,
         executor: Executor | None = None,
         on_batch: BatchObserver | None = None,
+        on_idle: Callable[[], None] | None = None,
         name: str = "",
     ):
         if max_batch_size < 1 or max_queue_size < 1 or batches_in_flight < 1:
@@ -103,6 +108,8 @@ class DynamicBatcher:
         self._run = run
         self._executor = executor
         self._on_batch = on_batch
+        self._on_idle = on_idle
+        self._grown = False  # a batch larger than one ran since the last on_idle
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(batches_in_flight)
@@ -189,6 +196,12 @@ class DynamicBatcher:
                 if self._stopping:
                     return
                 self._arrived.clear()
+                if self._grown and self._on_idle is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), IDLE_TRIM_S)
+                    if not self._queue and not self._stopping:
+                        await self._idle()
+                    continue
                 await self._arrived.wait()
             await self._slots.acquire()  # form the batch only when it can run, so it takes the newest items
             try:
@@ -199,9 +212,23 @@ class DynamicBatcher:
             if not batch:
                 self._slots.release()
                 continue
+            self._grown |= len(batch) > 1
             task = asyncio.get_running_loop().create_task(self._run_batch(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    async def _idle(self) -> None:
+        """Run `on_idle` in the executor with every slot held, so that no batch runs beside it."""
+        self._grown = False
+        for _ in range(self.batches_in_flight):
+            await self._slots.acquire()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._on_idle)
+        except Exception:
+            log.exception("model %r: idle hook failed", self.name)
+        finally:
+            for _ in range(self.batches_in_flight):
+                self._slots.release()
 
     def _drop_dead(self) -> None:
         """Remove items whose client left (future cancelled), and answer 504 to those whose deadline comes

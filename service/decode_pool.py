@@ -3,9 +3,9 @@ its share.
 
 Every image starts in the small lane, where its header is read and checked (service/preprocess.py).
 One that decodes to at most `large_pixels` is decoded there and then; a larger one (a 16-megapixel
-PNG costs hundreds of milliseconds) moves to the large lane. Each lane has its own threads, so a
-flood of large images takes at most the large lane's threads and never queues in front of small
-ones. Each lane's backlog (images waiting or running) is bounded: a request that would overflow it is
+PNG costs hundreds of milliseconds) moves to the large lane. Each lane has its own threads, the large
+lane half as many, so a flood of large images takes at most half the cores and never queues in front
+of small ones. Each lane's backlog (images waiting or running) is bounded: a request that would overflow it is
 refused at once with 429, before any of its images is decoded; a lane that is idle takes a request
 whatever its size, so a request the limits allow is never refused for good.
 
@@ -32,6 +32,7 @@ from service.preprocess import Preprocessor
 class Decoded:
     array: np.ndarray  # the model's input for this image
     decode_ms: float
+    lane: str  # "small" or "large"
 
 
 class Lane:
@@ -95,7 +96,7 @@ def _open_or_decode(preprocessor: Preprocessor, data: bytes, deadline: float, la
     width, height = image.size  # as it will be decoded (a JPEG after DCT scaling)
     if width * height > large_pixels:
         return _Opened(image, (time.perf_counter() - started) * 1000)
-    return Decoded(preprocessor.finish(preprocessor.to_pixels(image)), (time.perf_counter() - started) * 1000)
+    return Decoded(preprocessor.finish(preprocessor.to_pixels(image)), (time.perf_counter() - started) * 1000, "small")
 
 
 def _decode_opened(preprocessor: Preprocessor, opened: _Opened, deadline: float) -> Decoded:
@@ -103,23 +104,27 @@ def _decode_opened(preprocessor: Preprocessor, opened: _Opened, deadline: float)
     _check_deadline(deadline)
     started = time.perf_counter()
     array = preprocessor.finish(preprocessor.to_pixels(opened.image))
-    return Decoded(array, (time.perf_counter() - started) * 1000 + opened.header_ms)
+    return Decoded(array, (time.perf_counter() - started) * 1000 + opened.header_ms, "large")
 
 
 class DecodePool:
-    def __init__(self, *, workers: int, max_backlog: int, large_pixels: int, max_large_backlog: int):
+    def __init__(
+        self, *, workers: int, large_workers: int, max_backlog: int, large_pixels: int, max_large_backlog: int
+    ):
         self.large_pixels = large_pixels
         self.small = Lane("small", workers, max_backlog)
-        self.large = Lane("large", workers, max_large_backlog)
+        self.large = Lane("large", large_workers, max_large_backlog)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DecodePool":
         workers = settings.decode_workers or usable_cores()
+        large_workers = max(1, workers // 2)
         return cls(
             workers=workers,
+            large_workers=large_workers,
             max_backlog=settings.max_decode_backlog,
             large_pixels=settings.large_image_pixels,
-            max_large_backlog=settings.max_large_decode_backlog or 2 * workers,
+            max_large_backlog=settings.max_large_decode_backlog or 2 * large_workers,
         )
 
     async def decode(

@@ -17,6 +17,7 @@ read and dropped for `linger_s`, so the client reads the answer instead of a con
 """
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -262,4 +263,5 @@ def serve(app, settings: Settings, limits: HttpLimits) -> None:
         log_level="info",
         access_log=settings.access_log,
     )
-    uvicorn.Server(config).run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it drained on; as uvicorn.run does
+        uvicorn.Server(config).run()

@@ -41,6 +41,13 @@ class Metrics:
             registry=r,
         )
         self.models_ready = Gauge("cnnserve_models_ready", "Models loaded, warmed and serving.", registry=r)
+        self.decode_time = Histogram(
+            "cnnserve_decode_duration_seconds",
+            "Time one image took to decode and preprocess, by lane (small, large).",
+            ["lane"],
+            buckets=SECONDS,
+            registry=r,
+        )
         self.decode_backlog = Gauge(
             "cnnserve_decode_backlog", "Images waiting or decoding, by lane (small, large).", ["lane"], registry=r
         )

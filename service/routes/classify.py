@@ -58,6 +58,8 @@ async def _answer(
     state: ServiceState, entry: ModelEntry, images: list[tuple[str, bytes]], deadline: float, k: int
 ) -> ClassifyResponse:
     decoded = await state.decode_pool.decode(images, entry.preprocessor, deadline)
+    for d in decoded:
+        state.metrics.decode_time.labels(d.lane).observe(d.decode_ms / 1000)
     if time.monotonic() >= deadline:
         raise DeadlineExceeded("deadline passed while decoding")
     results = await wait_all(entry.batcher.enqueue([d.array for d in decoded], deadline), deadline)
@@ -82,11 +84,18 @@ async def _answer(
 
 
 async def wait_all(futures: list[asyncio.Future], deadline: float) -> list[BatchResult]:
-    """Every result, or the first error; on any way out, unfinished futures are cancelled (the batcher skips them)."""
+    """Every result, or the first error; on any way out (a cancelled request too), unfinished futures are
+    cancelled and the batcher skips them. `asyncio.wait`, not `wait_for(gather(...))`: cancelled, the latter
+    leaves a gather whose CancelledError nobody retrieves, and asyncio logs it as an error."""
     try:
-        return await asyncio.wait_for(asyncio.gather(*futures), max(0.0, deadline - time.monotonic()))
-    except TimeoutError:
-        raise DeadlineExceeded("deadline passed before the results were ready") from None
+        timeout = max(0.0, deadline - time.monotonic())
+        done, pending = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            raise failed.exception()
+        if pending:
+            raise DeadlineExceeded("deadline passed before the results were ready")
+        return [f.result() for f in futures]
     finally:
         for future in futures:
             if not future.done():

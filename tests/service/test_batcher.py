@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+import service.batcher
 from service.batcher import LATENCY_MEMORY_S, LATENCY_SMOOTHING, BatchLatency, DynamicBatcher
 from service.engine import Engine, ProviderSpec
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull
@@ -309,3 +310,24 @@ def test_items_that_cannot_finish_before_their_deadline_are_not_run():
         return engine
 
     assert run(main()).batches == [1]  # only the item that could finish ran
+
+
+def test_the_idle_hook_runs_once_a_model_falls_idle_after_batches_larger_than_one(monkeypatch):
+    monkeypatch.setattr(service.batcher, "IDLE_TRIM_S", 0.05)
+
+    async def main():
+        engine, idled = FakeEngine(), []
+        b = batcher(
+            engine, max_batch_size=4, max_queue_delay_ms=10_000, on_idle=lambda: idled.append(len(engine.batches))
+        )
+        await b.submit(item(1))  # a batch of one: nothing grew
+        await asyncio.sleep(0.2)
+        assert idled == []
+        await asyncio.gather(*b.enqueue([item(i) for i in range(4)]))
+        await asyncio.sleep(0.2)
+        assert idled == [2]  # once, after the batch of four, with nothing running beside it
+        await asyncio.sleep(0.2)
+        assert idled == [2]
+        await b.stop()
+
+    run(main())

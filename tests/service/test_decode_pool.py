@@ -14,7 +14,7 @@ FAR = float("inf")
 
 
 def pool(**overrides) -> DecodePool:
-    kwargs = dict(workers=2, max_backlog=8, large_pixels=1000, max_large_backlog=2)
+    kwargs = dict(workers=2, large_workers=2, max_backlog=8, large_pixels=1000, max_large_backlog=2)
     return DecodePool(**{**kwargs, **overrides})
 
 
@@ -53,6 +53,7 @@ def test_small_and_large_images_are_decoded_in_their_lanes():
         Lane.run = original
     assert lanes == ["small", "small", "large"]  # every header is read in the small lane
     assert [r.array.shape for r in results] == [(3, 16, 16)] * 2
+    assert [r.lane for r in results] == ["small", "large"]
     assert all(r.decode_ms > 0 for r in results)
     assert decode.small.backlog == decode.large.backlog == 0
     decode.shutdown()

@@ -225,3 +225,38 @@ def test_engine_passes_thread_options_to_the_session(rgb_path, spinning):
     (options,) = seen
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spinning))
+
+
+class RecordingSession:
+    """Wraps a real session; records the run options of each run."""
+
+    def __init__(self, session: ort.InferenceSession, providers: list[str] | None = None):
+        self._session, self._providers, self.options = session, providers, []
+
+    def run(self, outputs, feeds, run_options=None):
+        self.options.append(run_options)
+        return self._session.run(outputs, feeds, run_options)
+
+    def get_providers(self):
+        return self._providers or self._session.get_providers()
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+@pytest.mark.parametrize(("providers", "trims"), [(None, True), ([CUDA, CPU], False)])
+def test_trim_memory_shrinks_the_cpu_arena_only_on_cpu(rgb_path, providers, trims):
+    recorded = []
+
+    def factory(*args, **kwargs):
+        recorded.append(RecordingSession(ort.InferenceSession(*args, **kwargs), providers))
+        return recorded[-1]
+
+    e = engine(rgb_path, session_factory=factory)
+    e.trim_memory()
+    (session,) = recorded
+    if not trims:
+        assert session.options == []  # a GPU session keeps its memory
+        return
+    (options,) = session.options
+    assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"

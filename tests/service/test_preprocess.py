@@ -246,17 +246,25 @@ def test_decoder_failures_are_client_errors(monkeypatch, error, expected):
 
 
 def test_png_text_chunks_cannot_inflate_megabytes(monkeypatch):
-    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_MEMORY", PngImagePlugin.MAX_TEXT_MEMORY)  # restored afterwards
+    for name in ("MAX_TEXT_MEMORY", "MAX_TEXT_CHUNK"):
+        monkeypatch.setattr(PngImagePlugin, name, getattr(PngImagePlugin, name))  # restored afterwards
     configure_pillow()
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     plain = image_bytes(size=(8, 8))
-    bomb = zlib.compress(b"A" * 500_000, 9)  # 500 kB of text in about 500 bytes
-    texts = b"".join(chunk(b"zTXt", b"k%d\x00\x00" % i + bomb) for i in range(10))
-    with pytest.raises(InvalidImage, match="text chunks"):
-        make()(plain[:33] + texts + plain[33:])  # after the signature and IHDR
+
+    def with_text(kilobytes: int, chunks: int) -> bytes:
+        bomb = zlib.compress(b"A" * kilobytes * 1024, 9)  # a kilobyte of text in about a byte
+        texts = b"".join(chunk(b"zTXt", b"k%d\x00\x00" % i + bomb) for i in range(chunks))
+        return plain[:33] + texts + plain[33:]  # after the signature and IHDR
+
+    with pytest.raises(InvalidImage, match="MAX_TEXT_CHUNK"):
+        make()(with_text(500, 1))
+    with pytest.raises(InvalidImage, match="MAX_TEXT_MEMORY"):
+        make()(with_text(200, 10))
+    assert make()(with_text(10, 2)).shape == (3, 16, 16)  # modest text is fine
 
 
 def mutations(data: bytes, rng: np.random.Generator, count: int):
