@@ -46,9 +46,10 @@ clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
 
 # Benchmarks and load tests (loadtest/): figures, not tests. Results go to loadtest/results/ (ignored).
-.PHONY: bench startup loadtest
+.PHONY: bench startup attack loadtest
 BENCH_MODEL ?= resnet50
 BENCH_ARGS ?=
+ATTACK_ARGS ?=
 LOCUST_USERS ?= 16
 LOCUST_SPAWN_RATE ?= 4
 LOCUST_RUN_TIME ?= 60s
@@ -63,6 +64,12 @@ bench: export
 startup: export
 	$(PY) loadtest/startup.py --model $(BENCH_MODEL) --repository $(REPO) \
 		--output loadtest/results/startup-$$(date -u +%Y%m%dT%H%M%SZ).json
+
+# Every hostile client against a service started here, a well-behaved client alongside; prints a table, checks
+# the targets (exit 1 if one is missed), writes JSON. ATTACK_ARGS=--through-nginx puts nginx in front.
+attack: export
+	$(PY) loadtest/attack.py --repository $(REPO) $(ATTACK_ARGS) \
+		--output loadtest/results/attack-$$(date -u +%Y%m%dT%H%M%SZ).json
 
 # The service on 127.0.0.1, Locust headless for LOCUST_RUN_TIME (LOCUST_MODELS, LOCUST_SHAPE: see
 # loadtest/locustfile.py), CSV, HTML and PNG plots into loadtest/results/<timestamp>/, then the service stopped.

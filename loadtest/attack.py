@@ -2,15 +2,16 @@
 client alongside: what each attack costs everyone else.
 
     python loadtest/attack.py --repository model_repository [--target resnet50] [--attack NAME ...]
-        [--output loadtest/results/attack.json]        (make attack)
+        [--through-nginx] [--output loadtest/results/attack.json]        (make attack)
 
 The service runs with its defaults on 127.0.0.1, serving `lenet5` (the well-behaved client's model: a
-32 x 32 PNG every 20 ms, from a process of its own) and `--target` (the attackers'). The attackers run
-in this process at `--attacker-nice` 10: here they share the service's two cores, where in real life
-they are other machines. Per attack it prints what the attackers got, any 5xx, the well-behaved
-client's p50/p99 before, during and after, the service's RSS, and from the service's own metrics how
-many images it decoded and inferred meanwhile. The first attack, `control`, is 16 clients asking for
-/healthz: what request rate alone costs on this machine.
+32 x 32 PNG every 20 ms, from a process of its own and from 127.0.0.2) and `--target` (the attackers',
+from 127.0.0.1). With `--through-nginx` both go through nginx with the shipped config, which limits each
+client address. The attackers run in this process at `--attacker-nice` 10: here they share the
+service's cores, where in real life they are other machines. Per attack it prints what the attackers
+got, any 5xx, the well-behaved client's p50/p99 before, during and after, the service's RSS, and from
+the service's own metrics how many images it decoded and inferred meanwhile. The first attack,
+`control`, is 16 clients asking for /healthz: what request rate alone costs on this machine.
 
 Targets: no 5xx (504, the answer to a request's own deadline passing, excepted) and no crash; the
 well-behaved p99 during each attack within 2x its warm baseline plus 50 ms; RSS back within 1.5x of the
@@ -26,10 +27,12 @@ import multiprocessing
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +41,30 @@ import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest import hostile
+from loadtest.proxy import running_nginx
 from loadtest.server import running_service
 
 GOOD_MODEL = "lenet5"
+GOOD_ADDRESS = "127.0.0.2"  # the well-behaved client's own address: nginx limits per client address
 GOOD_INTERVAL_S = 0.02
-BEFORE_S, AFTER_S = 2.0, 2.0
 LATENCY_FACTOR, LATENCY_SLACK_MS, RSS_FACTOR = 2.0, 50.0, 1.5
 
 Run = Callable[[str, int, asyncio.Event, hostile.Tally], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Seconds: the warm baseline (long: its p99 sets every attack's limit), before and after each attack,
+    the most any attack runs, and idle at the end before the memory is read."""
+
+    warm: float = 10.0
+    before: float = 2.0
+    after: float = 2.0
+    longest: float = 60.0
+    idle: float = 5.0
+
+
+QUICK = Phases(warm=2.0, before=0.5, after=0.5, longest=1.5, idle=1.0)  # --quick: the report's shape, for tests
 
 
 @dataclass(frozen=True)
@@ -158,16 +177,17 @@ def catalogue(target: str) -> list[Attack]:
 # -- the well-behaved client, in its own process so that the attackers' event loop cannot delay it ------
 
 
-def well_behaved(port: int, stop, results) -> None:
-    """POST a 32 x 32 PNG to lenet5 every GOOD_INTERVAL_S until `stop`; put [(start, seconds, status)]."""
+def well_behaved(port: int, model: str, source: str, stop, results) -> None:
+    """POST a 32 x 32 PNG to `model` every GOOD_INTERVAL_S until `stop`, from address `source`;
+    put [(start, seconds, status)]."""
     body = hostile.digit_png()
     records, connection = [], None
     while not stop.is_set():
         started = time.monotonic()
         try:
             if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            connection.request("POST", f"/v1/classify?model={GOOD_MODEL}", body, {"Content-Type": "image/png"})
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+            connection.request("POST", f"/v1/classify?model={model}", body, {"Content-Type": "image/png"})
             response = connection.getresponse()
             response.read()
             status = response.status
@@ -224,32 +244,37 @@ def server_counts(base: str) -> Counter:
     return counts
 
 
-async def run_attacks(base: str, attacks: list[Attack], marks: dict) -> list[dict]:
+async def run_attacks(base: str, service: str, attacks: list[Attack], marks: dict, phases: Phases) -> list[dict]:
+    """Attack `base` (the service, or nginx in front of it); read the figures from `service`."""
     host, port = base.removeprefix("http://").split(":")
     rows = []
     for attack in attacks:
         print(f"attack {attack.name}: {attack.what} for {attack.seconds:g} s", file=sys.stderr, flush=True)
         before = time.monotonic()
-        await asyncio.sleep(BEFORE_S)
-        counts = server_counts(base)
+        await asyncio.sleep(phases.before)
+        counts = server_counts(service)
         stop, tally = asyncio.Event(), hostile.Tally.empty()
         started = time.monotonic()
         task = asyncio.ensure_future(attack.run(host, int(port), stop, tally))
-        await asyncio.wait([task], timeout=attack.seconds)
+        await asyncio.wait([task], timeout=min(attack.seconds, phases.longest))
         stop.set()
         ended = time.monotonic()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, 60)
         done = time.monotonic()
-        await asyncio.sleep(AFTER_S)
-        server = server_counts(base) - counts
+        await asyncio.sleep(phases.after)
+        server = server_counts(service) - counts
         rows.append(
             {
                 "attack": attack.name,
                 "what": attack.what,
                 "statuses": {str(k): v for k, v in sorted(tally.statuses.items(), key=str)},
                 "attacker_5xx": tally.server_errors,
-                "windows": {"before": (before, started), "during": (started, ended), "after": (done, done + AFTER_S)},
+                "windows": {
+                    "before": (before, started),
+                    "during": (started, ended),
+                    "after": (done, done + phases.after),
+                },
                 "server": dict(server),
             }
         )
@@ -260,6 +285,7 @@ async def run_attacks(base: str, attacks: list[Attack], marks: dict) -> list[dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--good-model", default=GOOD_MODEL, help="the well-behaved client's model")
     parser.add_argument("--target", default="resnet50", help="the model the attackers send to")
     parser.add_argument("--attack", action="append", help="run only these (repeatable); default: all")
     parser.add_argument("--output", type=Path, help="write the figures as JSON")
@@ -270,9 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         help="niceness of the attackers (this process) once the service and the well-behaved client have started: "
         "here they share the service's cores, where in real life they are other machines (0: equal footing)",
     )
+    parser.add_argument(
+        "--through-nginx",
+        action="store_true",
+        help="put nginx with deploy/nginx/cnn-serve.conf in front of the service (needs the nginx binary)",
+    )
+    parser.add_argument("--quick", action="store_true", help="seconds, not minutes: the report's shape only")
     parser.add_argument("--list", action="store_true", help="list the attacks and exit")
     args = parser.parse_args(argv)
-    attacks = catalogue(args.target)
+    attacks, phases = catalogue(args.target), QUICK if args.quick else Phases()
     if args.list:
         for attack in attacks:
             print(f"{attack.name:16s} {attack.what}")
@@ -284,18 +316,25 @@ def main(argv: list[str] | None = None) -> int:
         attacks = [a for a in attacks if a.name in args.attack]
 
     context = multiprocessing.get_context("spawn")
-    with running_service(args.repository, sorted({GOOD_MODEL, args.target})) as (base, proc):
+    with (
+        running_service(args.repository, sorted({args.good_model, args.target})) as (service, proc),
+        tempfile.TemporaryDirectory() as folder,
+        running_nginx(Path(folder), [int(service.rsplit(":", 1)[1])])
+        if args.through_nginx
+        else nullcontext(service) as base,
+    ):
         rss = RssSampler(proc.pid)
         rss.start()
         stop, results = context.Event(), context.Queue()
-        client = context.Process(target=well_behaved, args=(int(base.rsplit(":", 1)[1]), stop, results))
+        port = int(base.rsplit(":", 1)[1])
+        client = context.Process(target=well_behaved, args=(port, args.good_model, GOOD_ADDRESS, stop, results))
         client.start()
         os.nice(args.attacker_nice)  # the service and the well-behaved client keep their priority
         warm_start = time.monotonic()
-        time.sleep(4.0)  # the warm baseline
+        time.sleep(phases.warm + 1.0)  # the warm baseline, after a second to settle
         marks = {"warm": (warm_start + 1.0, time.monotonic())}
-        rows = uvloop.run(run_attacks(base, attacks, marks))  # uvloop: the attackers take less of the machine
-        time.sleep(5.0)  # idle, then read the memory the attacks left behind
+        rows = uvloop.run(run_attacks(base, service, attacks, marks, phases))  # uvloop: cheaper attackers
+        time.sleep(phases.idle)  # idle, then read the memory the attacks left behind
         marks["idle"] = time.monotonic()
         stop.set()
         records = results.get(timeout=60)

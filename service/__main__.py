@@ -3,15 +3,15 @@
 import argparse
 import logging
 
-from service.allocator import tune_malloc
 from service.app import create_app
 from service.config import Settings
 from service.http_server import HttpLimits, serve
 from service.metrics import Metrics
+from service.runtime import tune_process
 
 
 def main(argv: list[str] | None = None) -> None:
-    malloc = tune_malloc()  # before any thread exists
+    tuned = tune_process()  # before any thread exists
     parser = argparse.ArgumentParser(prog="python -m service", description="Serve the model repository over HTTP.")
     parser.add_argument("--host", help="address to bind (SERVE_HOST)")
     parser.add_argument("--port", type=int, help="port to bind (SERVE_PORT)")
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger(__name__).info("glibc malloc: %s", malloc or "as the environment sets it")
+    logging.getLogger(__name__).info("process settings: %s", tuned)
     metrics = Metrics()
     limits = HttpLimits.from_settings(settings, on_refused=lambda reason: metrics.http_refused.labels(reason).inc())
     serve(create_app(settings, metrics), settings, limits)

@@ -32,6 +32,7 @@ from service.model_config import Batching
 from service.preprocess import ImageLimits, Preprocessor, configure_pillow
 from service.repository import ModelSource, RepositoryError, list_models, load_source
 from service.routes import classify, health, models
+from service.runtime import trim_periodically
 from service.schemas import BatchingInfo, ModelState
 from service.state import ModelEntry, ServiceState
 
@@ -163,10 +164,11 @@ def _watch_metrics(state: ServiceState) -> None:
         metrics.decode_backlog.labels(lane.name).set_function(lambda lane=lane: lane.backlog)
 
 
-async def _shutdown(state: ServiceState, loader: asyncio.Task) -> None:
-    loader.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await loader
+async def _shutdown(state: ServiceState, *tasks: asyncio.Task) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     for entry in state.models.values():
         if entry.state is ModelState.READY:
             entry.state, entry.reason = ModelState.LOADING, "shutting down"
@@ -262,10 +264,11 @@ def create_app(settings: Settings | None = None, metrics: Metrics | None = None)
         _watch_metrics(state)
         app.state.service = state
         loader = asyncio.create_task(load_all(state), name="load-models")
+        trimmer = asyncio.create_task(trim_periodically(), name="trim-malloc")
         try:
             yield
         finally:
-            await _shutdown(state, loader)
+            await _shutdown(state, loader, trimmer)
 
     app = FastAPI(
         title="cnn-serve",

@@ -4,16 +4,19 @@ its share.
 Every image starts in the small lane, where its header is read and checked (service/preprocess.py).
 One that decodes to at most `large_pixels` is decoded there and then; a larger one (a 16-megapixel
 PNG costs hundreds of milliseconds) moves to the large lane. Each lane has its own threads, the large
-lane half as many, so a flood of large images takes at most half the cores and never queues in front
-of small ones. Each lane's backlog (images waiting or running) is bounded: a request that would overflow it is
-refused at once with 429, before any of its images is decoded; a lane that is idle takes a request
-whatever its size, so a request the limits allow is never refused for good.
+lane half as many and at a lower scheduling priority, so a flood of large images takes at most half
+the cores, only when nothing else wants them, and never queues in front of small ones. Each lane's
+backlog (images waiting or running) is bounded: a request that would overflow it is refused at once
+with 429, before any of its images is decoded; a lane that is idle takes a request whatever its size,
+so a request the limits allow is never refused for good.
 
 Work for the dead is skipped: each image checks the request's deadline right before it is decoded,
 and a request that is cancelled (its client left) takes its waiting images out of the lanes.
 """
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +30,8 @@ from service.config import Settings, usable_cores
 from service.errors import DeadlineExceeded, DecoderBusy, ServiceError
 from service.preprocess import Preprocessor
 
+LARGE_LANE_NICENESS = 10  # the large lane's threads yield the CPU to the event loop, small images and inference
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -36,14 +41,17 @@ class Decoded:
 
 
 class Lane:
-    """A thread pool whose backlog is counted and bounded (count updated from the threads, under a lock)."""
+    """A thread pool whose backlog is counted and bounded (count updated from the threads, under a lock).
+    `niceness` lowers its threads' scheduling priority (Linux), so that they use what the CPU has spare."""
 
-    def __init__(self, name: str, workers: int, max_backlog: int):
+    def __init__(self, name: str, workers: int, max_backlog: int, niceness: int = 0):
         if workers < 1 or max_backlog < 1:
             raise ValueError(f"decode lane {name!r}: workers and max_backlog must be >= 1")
         self.name = name
         self.max_backlog = max_backlog
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"decode-{name}")
+        self._executor = ThreadPoolExecutor(
+            workers, thread_name_prefix=f"decode-{name}", initializer=_lower_priority, initargs=(niceness,)
+        )
         self._lock = threading.Lock()
         self._backlog = 0
 
@@ -73,6 +81,12 @@ class Lane:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _lower_priority(niceness: int) -> None:
+    """Runs in each new thread: on Linux a thread has a niceness of its own."""
+    if niceness and sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + niceness)
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,7 @@ class DecodePool:
     ):
         self.large_pixels = large_pixels
         self.small = Lane("small", workers, max_backlog)
-        self.large = Lane("large", large_workers, max_large_backlog)
+        self.large = Lane("large", large_workers, max_large_backlog, niceness=LARGE_LANE_NICENESS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DecodePool":

@@ -1,11 +1,13 @@
 import asyncio
+import os
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from service.decode_pool import DecodePool, Lane
+from service.decode_pool import LARGE_LANE_NICENESS, DecodePool, Lane
 from service.errors import DeadlineExceeded, DecoderBusy, InvalidImage
 from tests.service.conftest import image_bytes
 from tests.service.test_preprocess import make
@@ -150,3 +152,20 @@ def test_decoded_arrays_are_the_preprocessors():
     data = image_bytes(color=(10, 200, 30), size=(60, 50))
     (result,) = asyncio.run(pool().decode([("a", data)], make(), FAR))
     np.testing.assert_array_equal(result.array, make()(data))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
+def test_the_large_lane_runs_at_a_lower_priority():
+    decode = pool()
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def both() -> tuple[int, int]:
+        return await decode.small.run(niceness), await decode.large.run(niceness)
+
+    decode.small.reserve(1)
+    decode.large.reserve(1)
+    small, large = asyncio.run(both())
+    assert large == min(19, small + LARGE_LANE_NICENESS)  # 19 is as nice as Linux goes
+    decode.shutdown()

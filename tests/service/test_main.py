@@ -8,6 +8,7 @@ def capture_config(monkeypatch) -> dict:
     """Stands in for uvicorn.Server.run: keeps the Config that `python -m service` would serve with."""
     seen = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: seen.update(config=server.config))
+    monkeypatch.setattr(main_module, "tune_process", dict)  # process-wide: not in the test process
     return seen
 
 
