@@ -12,8 +12,10 @@ as the bytes arrive:
 - connections: a new connection beyond `max_connections` gets 503 when its first request arrives.
 
 A refusal has the JSON shape of every other error and counts in `cnnserve_http_refused_total{reason}`.
-The connection then closes gracefully: our side is shut for writing and what the client still sends is
-read and dropped for `linger_s`, so the client reads the answer instead of a connection reset.
+The connection then closes gracefully, as does one answered before its body arrived (a 413 on a 60 MB
+Content-Length): our side is shut for writing and what the client still sends is read and dropped until
+it pauses for `linger_s` (at most LINGER_MAX_S; a client cut off for slowness gets `linger_s` in all), so
+the client reads the answer instead of a reset.
 """
 
 import asyncio
@@ -34,6 +36,7 @@ from service.errors import error_body
 log = logging.getLogger(__name__)
 
 BODY_CHECK_INTERVAL_S = 1.0
+LINGER_MAX_S = 30.0  # nginx's lingering_time
 
 
 def _ignore(reason: str) -> None:
@@ -92,6 +95,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._body_credit = 0.0  # seconds we were not reading, not held against the client
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_until = 0.0
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -108,8 +112,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """uvicorn's, with the header budget applied before the parser sees the bytes: httptools copies a
         header that arrives in pieces again with every piece, so an unbounded one costs quadratic time."""
-        if self._linger_timer is not None:
-            return  # refused: drop what the client still sends until we close
+        if self._linger_timer is not None:  # answered: drop what the client still sends, close once it pauses
+            self._linger_timer.cancel()
+            wait = min(self.limits.linger_s, max(0.0, self._linger_until - self.loop.time()))
+            self._linger_timer = self.loop.call_later(wait, self.transport.close)
+            return
         self._unset_keepalive_if_required()
         try:
             while data and not self.transport.is_closing():
@@ -179,8 +186,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._in_headers and not self.transport.is_closing():
-            self._arm_header_timer()  # the next request's headers have header_timeout_s from now
+        if self.transport.is_closing():
+            return
+        if not self._in_headers:  # answered before the body came (413 on Content-Length): do not wait for it
+            self._linger()
+            return
+        self._arm_header_timer()  # the next request's headers have header_timeout_s from now
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -201,10 +212,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _check_body_rate(self) -> None:
         self._body_timer = None
         cycle = self.cycle
-        if self._in_headers or cycle is None or self.transport.is_closing():
-            return
-        if cycle.response_complete:
-            self.transport.close()  # answered before the body came (413 on Content-Length): stop waiting for it
+        if self._in_headers or cycle is None or cycle.response_complete or self.transport.is_closing():
             return
         if self.flow.read_paused or cycle.waiting_for_100_continue:
             self._body_credit += BODY_CHECK_INTERVAL_S
@@ -229,22 +237,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """Answer `refusal` unless a response has started, end the request the app may be reading, linger."""
         self.limits.on_refused(refusal.reason)
         log.debug("%s: refused %d %s: %s", self.client, refusal.status, refusal.reason, refusal.message)
-        for timer in (self._header_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._body_timer = None
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
             self.transport.write(refusal.response())
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() now says http.disconnect; its answer is dropped
             cycle.message_event.set()
+        self._linger(patient=refusal.status != 408)  # a client cut off for slowness gets no more time
+
+    def _linger(self, patient: bool = True) -> None:
+        """Shut our side for writing and keep reading, so that the answer is not lost to a reset: while the
+        client keeps sending, up to LINGER_MAX_S if `patient`, else `linger_s` in all."""
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+        self._unset_keepalive_if_required()
         self.flow.resume_reading()
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self._linger_timer = self.loop.call_later(self.limits.linger_s, self.transport.close)
-        else:
+        if not self.transport.can_write_eof():
             self.transport.close()
+            return
+        self.transport.write_eof()
+        self._linger_until = self.loop.time() + (LINGER_MAX_S if patient else self.limits.linger_s)
+        self._linger_timer = self.loop.call_later(self.limits.linger_s, self.transport.close)
 
 
 def protocol_factory(limits: HttpLimits) -> type[asyncio.Protocol]:

@@ -201,3 +201,11 @@ def test_a_timeout_without_a_deadline_is_refused(service, timeout):
     status, code = error_code(service, post(URL + f"&timeout_ms={timeout}", image_bytes()))
     assert status == 422 and code in ("validation_error", "invalid_argument")
     assert_serves(service)
+
+
+def test_a_body_far_over_the_limit_gets_its_413_not_a_reset(service):
+    """The service answers from Content-Length before reading the body; the client, still sending, must
+    read that answer (a close with unread data would reset the connection)."""
+    response = httpx.post(service[0] + URL, content=b"x" * 60_000_000, headers={"content-type": "image/png"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert_serves(service)
