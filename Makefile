@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REPO ?= model_repository
 
-.PHONY: setup test lint format samples zoo-table export serve clean
+.PHONY: setup test-deps test lint format samples zoo-table export serve clean
 
 # torch==2.13.0 first: the CPU build (a bare `torch` would pull a multi-GB CUDA build).
 $(VENV)/.installed: pyproject.toml
@@ -17,7 +17,20 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-test: setup
+# The deploy tests (tests/deploy/) put a real nginx in front of replicas: installed with apt-get when missing.
+test-deps:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+		if command -v apt-get >/dev/null; then \
+			sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+			$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -q --no-install-recommends nginx; \
+		else \
+			echo "make test needs nginx for tests/deploy/: install it (brew install nginx, dnf install nginx)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+test: setup test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""The shipped nginx config's defences, through a real nginx (Debian's; .ci/run installs it).
+"""The shipped nginx config's defences, through a real nginx (Debian's; `make test` installs it).
 
 A replica that fails mid-request must not get the request retried on the next one when it is a POST
 (one image that kills a replica would kill them all), while an idempotent GET still fails over. Oversized

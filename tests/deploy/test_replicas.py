@@ -1,6 +1,6 @@
 """Two service processes behind nginx (deploy/nginx/cnn-serve.conf) on 127.0.0.1; one is killed mid-run.
 
-Needs the nginx binary (Debian: `apt-get install nginx`; .ci/run installs it). Clients keep sending
+Needs the nginx binary (Debian: `apt-get install nginx`; `make test` installs it). Clients keep sending
 through the proxy; a request lost when its replica dies can only be one in flight there, so the test
 allows at most the number of clients (requests in flight on the killed replica are not retried on the
 other: a request that kills one replica must not go on to kill the next), and prints how many were lost.
