@@ -102,6 +102,13 @@ def _check_deadline(deadline: float) -> None:
         raise DeadlineExceeded("deadline passed before the image was decoded")
 
 
+def _decode(
+    preprocessor: Preprocessor, image: Image.Image, started: float, lane: str, header_ms: float = 0.0
+) -> Decoded:
+    array = preprocessor.finish(preprocessor.to_pixels(image))
+    return Decoded(array, (time.perf_counter() - started) * 1000 + header_ms, lane)
+
+
 def _open_or_decode(preprocessor: Preprocessor, data: bytes, deadline: float, large_pixels: int) -> Decoded | _Opened:
     """Small lane: check the header, then decode here unless the image is large."""
     _check_deadline(deadline)
@@ -110,15 +117,13 @@ def _open_or_decode(preprocessor: Preprocessor, data: bytes, deadline: float, la
     width, height = image.size  # as it will be decoded (a JPEG after DCT scaling)
     if width * height > large_pixels:
         return _Opened(image, (time.perf_counter() - started) * 1000)
-    return Decoded(preprocessor.finish(preprocessor.to_pixels(image)), (time.perf_counter() - started) * 1000, "small")
+    return _decode(preprocessor, image, started, "small")
 
 
 def _decode_opened(preprocessor: Preprocessor, opened: _Opened, deadline: float) -> Decoded:
     """Large lane."""
     _check_deadline(deadline)
-    started = time.perf_counter()
-    array = preprocessor.finish(preprocessor.to_pixels(opened.image))
-    return Decoded(array, (time.perf_counter() - started) * 1000 + opened.header_ms, "large")
+    return _decode(preprocessor, opened.image, time.perf_counter(), "large", opened.header_ms)
 
 
 class DecodePool:

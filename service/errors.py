@@ -9,6 +9,11 @@ def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters: what a client sent, or a decoder said, echoed in an error."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class ServiceError(Exception):
     """Base class: `status_code` and `code` are fixed per subclass; `message` is for humans."""
 

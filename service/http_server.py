@@ -104,9 +104,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._header_timer, self._body_timer, self._linger_timer):
-            if timer is not None:
-                timer.cancel()
+        self._stop_timers()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -161,9 +161,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._stop_timers()
         if self.cycle is None and len(self.connections) > self.limits.max_connections:
             raise Refusal(
                 503,
@@ -179,9 +177,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._stop_timers()
         self._in_headers, self._header_bytes, self._header_count = True, 0, 0
 
     def on_response_complete(self) -> None:
@@ -195,9 +191,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- timers -------------------------------------------------------------------------------
 
+    def _stop_timers(self) -> None:
+        """Cancel the header and body timers (not the linger timer: it ends the connection)."""
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+
     def _arm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
+        self._stop_timers()
         self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._on_header_timeout)
 
     def _on_header_timeout(self) -> None:
@@ -248,10 +250,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _linger(self, patient: bool = True) -> None:
         """Shut our side for writing and keep reading, so that the answer is not lost to a reset: while the
         client keeps sending, up to LINGER_MAX_S if `patient`, else `linger_s` in all."""
-        for timer in (self._header_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._body_timer = None
+        self._stop_timers()
         self._unset_keepalive_if_required()
         self.flow.resume_reading()
         if not self.transport.can_write_eof():

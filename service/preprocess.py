@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from service.config import Settings
-from service.errors import AspectRatioTooLarge, ImageTooLarge, InvalidImage, UnsupportedMediaType
+from service.errors import AspectRatioTooLarge, ImageTooLarge, InvalidImage, UnsupportedMediaType, shorten
 from service.model_config import Preprocessing, TensorSpec
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
@@ -124,7 +124,7 @@ class Preprocessor:
         except MemoryError as e:
             raise ImageTooLarge("image header asks for more memory than an image may use") from e
         except Exception as e:  # a malformed header can raise nearly anything from a decoder plugin
-            raise InvalidImage(f"cannot read image header: {_reason(e)}") from e
+            raise InvalidImage(f"cannot read image header: {shorten(str(e) or type(e).__name__, 200)}") from e
         width, height = image.size
         if width < 1 or height < 1:
             raise InvalidImage(f"image is {width}x{height}")
@@ -172,14 +172,8 @@ class Preprocessor:
         except MemoryError as e:
             raise ImageTooLarge("decoding the image needs more memory than an image may use") from e
         except Exception as e:  # corrupt or truncated data raises from deep inside the decoders
-            raise InvalidImage(f"cannot decode image: {_reason(e)}") from e
+            raise InvalidImage(f"cannot decode image: {shorten(str(e) or type(e).__name__, 200)}") from e
         pixels = np.asarray(image, dtype=np.uint8)
         if pixels.ndim == 2:
             return np.ascontiguousarray(pixels[None])  # (1, H, W)
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # (C, H, W)
-
-
-def _reason(e: Exception, limit: int = 200) -> str:
-    """A decoder's error, short enough to send to a client."""
-    text = str(e) or type(e).__name__
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from service.errors import BadRequest, ClientClosedRequest, RequestTooLarge, TooManyImages, UnsupportedMediaType
+from service.errors import (
+    BadRequest,
+    ClientClosedRequest,
+    RequestTooLarge,
+    TooManyImages,
+    UnsupportedMediaType,
+    shorten,
+)
 from service.schemas import Base64Images
 
 T = TypeVar("T")
@@ -135,7 +142,7 @@ def multipart_images(body: bytes, content_type: str, max_images: int) -> Images:
         disposition = next((v for k, v in part["headers"] if k.lower() == b"content-disposition"), b"")
         _, options = parse_options_header(disposition)
         if b"filename" in options:  # a file; other parts are form fields
-            name = (options[b"filename"] or options.get(b"name", b"")).decode("utf-8", "replace")[:100]
+            name = shorten((options[b"filename"] or options.get(b"name", b"")).decode("utf-8", "replace"), 100)
             images.append((f"image {len(images)} ({name})", bytes(part["data"])))
     if len(images) > max_images:
         raise _too_many(max_images)

@@ -17,6 +17,7 @@ large blocks at once instead, but the page faults it causes tripled the time pyd
 
 import asyncio
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -30,7 +31,9 @@ ARENA_MAX = 2
 TRIM_INTERVAL_S = 5.0
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """glibc, found once: `platform.libc_ver()` reads the interpreter's binary to tell."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     return ctypes.CDLL("libc.so.6")

@@ -9,7 +9,7 @@ from service.batcher import DynamicBatcher
 from service.config import Settings
 from service.decode_pool import DecodePool
 from service.engine import Engine
-from service.errors import ModelNotFound, ModelNotReady
+from service.errors import ModelNotFound, ModelNotReady, shorten
 from service.metrics import Metrics
 from service.preprocess import Preprocessor
 from service.repository import ModelSource
@@ -43,7 +43,7 @@ class ServiceState:
         entry = self.models.get(name)
         if entry is None:
             available = ", ".join(sorted(self.models)) or "none"
-            shown = name if len(name) <= MAX_NAME_SHOWN else name[:MAX_NAME_SHOWN] + "..."  # never echo a 60 kB URL
+            shown = shorten(name, MAX_NAME_SHOWN)  # never echo a 60 kB URL
             raise ModelNotFound(f"no model named {shown!r}; available: {available}")
         return entry
 

@@ -56,11 +56,6 @@ def post(path: str, body: bytes, content_type: str = "image/png") -> bytes:
     return hostile.request_bytes("POST", path, {"Content-Type": content_type}, body)
 
 
-def send(service, data: bytes) -> int:
-    _, host, port, _ = service
-    return asyncio.run(hostile.Connection(host, port).exchange(data, timeout=10))
-
-
 def error_code(service, data: bytes) -> tuple[int, str]:
     """(status, error code) of one request on a fresh connection."""
 
