@@ -71,11 +71,17 @@ def _auto_spec(card: ModelCard) -> str:
     return "random"
 
 
+RANDOM_SEED = 0
+
+
 def _random(name: str, reason: str) -> Loaded:
     message = f"{name}: exporting RANDOM weights ({reason}); its predictions are meaningless"
     warnings.warn(message, RandomWeightsWarning, stacklevel=3)
     log.warning("%s %s %s", "!" * 20, message, "!" * 20)
-    return Loaded(get_model(name).eval(), get_card(name), Weights(source="random"))
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_SEED)  # the same weights every time: an fp16 export compares with the fp32 one
+        model = get_model(name).eval()
+    return Loaded(model, get_card(name), Weights(source="random"))
 
 
 def _imagenet(name: str, card: ModelCard) -> Loaded:

@@ -3,11 +3,14 @@
     python loadtest/bench.py --model resnet50 --output loadtest/results/bench.json [--quick] [--repository DIR]
         [--concurrency 1,16,64,256]
 
-On one exported ONNX file: (a) the raw engine, `session.run` on preprocessed tensors at batch sizes
-1, 2, 4, ... up to the model's max batch size; (b) the service end to end over HTTP (started here
-on 127.0.0.1) with JPEG photos at concurrency 1, 4, 16, 64 (or --concurrency) and dynamic batching;
-(c) the same with batching off (`SERVE_MAX_BATCH_SIZE=1`), the naive baseline. Prints a Markdown table, writes JSON.
-The load generator shares the machine with the service: its CPU use is reported beside each point.
+On one exported ONNX file: (a) the raw engine as the service builds it (host copies included) at batch
+sizes 1, 2, 4, ... up to the max batch size (`SERVE_MAX_BATCH_SIZE` raises it), and on a GPU the same
+with inputs already on the device, CUDA graphs off and on; (b) the host's decode ceiling with the
+service's decoder, on one core and on all; (c) the service end to end over HTTP (started here on
+127.0.0.1) with JPEG photos at concurrency 1, 4, 16, 64 (or --concurrency) and dynamic batching, with
+GPU utilization where there is a GPU; (d) the same with batching off (`SERVE_MAX_BATCH_SIZE=1`), the
+naive baseline. Prints a Markdown table, writes JSON. The load generator shares the machine with the
+service: its CPU use is reported beside each point.
 """
 
 import argparse
@@ -25,11 +28,13 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
+from loadtest.gpu import GpuMonitor, gpu_info
 from loadtest.images import photo_jpegs
-from loadtest.measure import http_point, raw_point
+from loadtest.measure import decode_rates, device_points, http_point, raw_point
 from loadtest.server import ROOT, cpu_seconds, running_service
-from service.app import build_engine, effective_batching
+from service.app import build_engine, effective_batching, gpu_options
 from service.config import Settings, usable_cores
+from service.engine import CPU, GRAPH_OPTIONS, open_session, preload_gpu_libraries, provider_specs, resolve_providers
 from service.preprocess import ImageLimits, Preprocessor
 from service.repository import ModelSource, load_source
 
@@ -79,14 +84,51 @@ def bench_raw(
     settings = Settings()
     batching = effective_batching(source.config.batching, settings)
     engine = build_engine(source, settings, batching)
-    if sizes is None:
-        max_batch = batching.max_batch_size
-        sizes = [2**i for i in range(max_batch.bit_length()) if 2**i <= max_batch]
-        sizes += [max_batch] if sizes[-1] != max_batch else []
+    sizes = sizes or raw_sizes(batching.max_batch_size)
+    if engine.providers_in_use[0] != CPU:
+        engine.warmup(sizes)  # cuDNN's per-shape choices and CUDA graph captures stay out of the figures
     try:
         return [raw_point(engine, tensors, n, seconds) for n in sizes]
     finally:
         engine.close()
+
+
+def raw_sizes(max_batch: int) -> list[int]:
+    sizes = [2**i for i in range(max_batch.bit_length()) if 2**i <= max_batch]
+    return sizes + ([max_batch] if sizes[-1] != max_batch else [])
+
+
+def bench_device(source: ModelSource, tensors: list[np.ndarray], sizes: list[int], seconds: float) -> dict | None:
+    """On a GPU, the session alone with inputs on the device (loadtest/measure.py, `device_points`), built
+    with the service's provider options and CUDA graphs asked for. None on CPU."""
+    settings = Settings(cuda_graphs=True)
+    providers = [p for p in resolve_providers(settings.providers, ort.get_available_providers()) if p != CPU]
+    if not providers:
+        return None
+    preload_gpu_libraries(providers)
+    config = source.config
+    specs = provider_specs(
+        providers,
+        input_spec=config.input,
+        max_batch_size=max(sizes),
+        opt_batch_size=max(sizes),
+        gpu=gpu_options(settings),
+    )
+    session, used = open_session(source.onnx_path, specs)
+    running_on = session.get_providers()[0]
+    if running_on == CPU:
+        return None
+    points = device_points(
+        session,
+        tensors,
+        sizes,
+        seconds,
+        output_row_shape=tuple(config.output.shape[1:]),
+        output_dtype=np.dtype(config.output.dtype),
+        graphs=running_on == used.name and GRAPH_OPTIONS.get(used.name) in used.options,
+        device_id=settings.device_id,
+    )
+    return {"provider": running_on, "points": points}
 
 
 def bench_service(
@@ -94,11 +136,24 @@ def bench_service(
 ) -> dict:
     with running_service(repository, [model], env=env, log=log) as (url, proc):
         info = httpx.get(f"{url}/v1/models/{model}", timeout=10).json()
-        points = [http_point(url, model, jpegs, c, seconds, lambda: cpu_seconds(proc.pid)) for c in concurrency]
-    return {"providers": info["providers"], "batching": info["batching"], "points": points}
+        points = []
+        for c in concurrency:
+            with GpuMonitor() as gpu:
+                point = http_point(url, model, jpegs, c, seconds, lambda: cpu_seconds(proc.pid))
+            points.append({**point, **(gpu.summary() or {})})
+    keys = ("providers", "batching", "bucket_sizes", "cuda_graph_batch_sizes")
+    return {**{k: info.get(k) for k in keys}, "points": points}
 
 
-def compare(raw: list[dict], batched: dict, unbatched: dict, recheck: dict, decode: float) -> dict:
+def compare(
+    raw: list[dict],
+    batched: dict,
+    unbatched: dict,
+    recheck: dict,
+    decode: float,
+    device: dict | None = None,
+    decoding: dict | None = None,
+) -> dict:
     best = max(raw, key=lambda p: p["images_per_s"])
     one_client = next(p for p in batched["points"] if p["concurrency"] == 1)
     raw_one = next(p for p in raw if p["batch_size"] == 1)
@@ -117,7 +172,28 @@ def compare(raw: list[dict], batched: dict, unbatched: dict, recheck: dict, deco
         # One client: the service's p50 less decoding, over the raw engine's batch-1 p50 (the HTTP and queue cost).
         "latency_ratio_at_1": (one_client["p50_ms"] - decode) / raw_one["p50_ms"],
         "recommended_max_batch_size": recommended_max_batch(raw),
+        **ceiling(raw, batched, decode, device, decoding),
     }
+
+
+def ceiling(raw: list[dict], batched: dict, decode: float, device: dict | None, decoding: dict | None) -> dict:
+    """The most the service could do here: min(the engine's best, with inputs on the device where there is
+    a GPU; the host's decode ceiling on all cores). The busiest point's share of it, and one client's p50
+    over raw batch 1 plus one decode."""
+    engine_points = device["points"] if device else raw
+    engine_best = max(p["images_per_s"] for p in engine_points)
+    engine_one = min(p["p50_ms"] for p in engine_points if p["batch_size"] == 1)
+    out = {"engine_best_images_per_s": engine_best}
+    if decoding:
+        limit = min(engine_best, decoding["all_cores_processes_images_per_s"])
+        busiest = max(batched["points"], key=lambda p: p["concurrency"])
+        out |= {
+            "ceiling_images_per_s": limit,
+            "busiest_over_ceiling": busiest["images_per_s"] / limit,
+        }
+    one_client = next(p for p in batched["points"] if p["concurrency"] == 1)
+    out["latency_at_1_over_engine_plus_decode"] = one_client["p50_ms"] / (engine_one + decode)
+    return out
 
 
 def recommended_max_batch(raw: list[dict]) -> int:
@@ -138,11 +214,18 @@ def markdown(report: dict) -> str:
             f"| raw engine | {p['batch_size']} | {p['images_per_s']:.1f} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} "
             f"| {p['p99_ms']:.1f} | {p['batch_size']} | | | | |"
         )
+    for p in (report.get("raw_device") or {}).get("points", []):
+        mode = "on device, CUDA graph" if p["cuda_graph"] else "on device"
+        rows.append(
+            f"| raw engine, {mode} | {p['batch_size']} | {p['images_per_s']:.1f} | {p['p50_ms']:.2f} "
+            f"| {p['p95_ms']:.2f} | {p['p99_ms']:.2f} | {p['batch_size']} | | | | |"
+        )
     for mode in ("batched", "unbatched"):
         for p in report["service"][mode]["points"]:
             vs_off = f"{p['ratio_over_unbatched']:.3g}x" if "ratio_over_unbatched" in p else ""
+            gpu = f", GPU {p['gpu_utilization_mean']:.0f}%" if "gpu_utilization_mean" in p else ""
             rows.append(
-                f"| service, {mode} | {p['concurrency']} | {p['images_per_s']:.1f} | {p['p50_ms']:.1f} "
+                f"| service, {mode}{gpu} | {p['concurrency']} | {p['images_per_s']:.1f} | {p['p50_ms']:.1f} "
                 f"| {p['p95_ms']:.1f} | {p['p99_ms']:.1f} | {p['mean_batch_size']:.2f} "
                 f"| {p['ratio_over_raw_best']:.3g} | {vs_off} | {p['server_cpu_cores']:.2f} "
                 f"| {p['loadgen_cpu_cores']:.2f} |"
@@ -160,6 +243,8 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None,
     jpegs = list(photo_jpegs().values())
     tensors, decode = preprocess_photos(source, jpegs)
     raw = bench_raw(source, tensors, seconds)
+    device = bench_device(source, tensors, [p["batch_size"] for p in raw], seconds)
+    decoding = decode_rates(repository, model, jpegs, usable_cores(), seconds)
     with tempfile.TemporaryFile("w+") as log:  # the service's own log, shown only if it fails
         try:
             batched = bench_service(repository, model, jpegs, seconds, {}, log, concurrency)
@@ -180,6 +265,8 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None,
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "usable_cores": usable_cores(),
+            "gpu": gpu_info(),
+            "providers_available": ort.get_available_providers(),
             "provider": batched["providers"][0] if batched["providers"] else "unknown",
             "providers": batched["providers"],
             "precision": version.precision,
@@ -188,17 +275,20 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None,
         },
         "budget": {"seconds_per_point": seconds, "quick": quick, "max_batch_size": raw[-1]["batch_size"]},
         "raw": raw,
+        "raw_device": device,
+        "decode_ceiling": decoding,
         "service": {"batched": batched, "unbatched": unbatched},
     }
-    report.update(compare(raw, batched, unbatched, recheck, decode))
+    report.update(compare(raw, batched, unbatched, recheck, decode, device, decoding))
     return report
 
 
 def model_line(report: dict) -> str:
     m = report["machine"]
+    gpu = f", {m['gpu']['name']} (driver {m['gpu']['driver']})" if m.get("gpu") else ""
     return (
         f"{report['model']} v{report['version']} ({report['weights']} weights, {m['precision']}) on {m['cpu']}, "
-        f"{m['usable_cores']} cores, {m['provider']}, onnxruntime {m['onnxruntime']}"
+        f"{m['usable_cores']} cores{gpu}, {m['provider']}, onnxruntime {m['onnxruntime']}"
     )
 
 
@@ -228,7 +318,21 @@ def main(argv: list[str] | None = None) -> None:
         f"over raw batch-1 p50: {report['latency_ratio_at_1']:.3g}; the raw engine, rechecked at the end, ran at "
         f"{report['raw_drift']:.2f} of its first figure (the machine's drift during the run). The raw engine is within "
         f"{1 - WITHIN_BEST:.0%} of its best from batch {report['recommended_max_batch_size']}: a larger "
-        f"SERVE_MAX_BATCH_SIZE only adds latency here. Written to {args.output}"
+        f"SERVE_MAX_BATCH_SIZE only adds latency here.\n{ceiling_line(report)}\nWritten to {args.output}"
+    )
+
+
+def ceiling_line(report: dict) -> str:
+    d = report["decode_ceiling"]
+    where = "on the device" if report.get("raw_device") else "with host copies"
+    return (
+        f"Decode ceiling ({d['cores']} cores, the service's decoder): {d['one_core_images_per_s']:.0f} images/s on "
+        f"one core, {d['all_cores_processes_images_per_s']:.0f} on all cores as processes, "
+        f"{d['all_cores_threads_one_process_images_per_s']:.0f} as threads of one process.\n"
+        f"Engine best {where}: {report['engine_best_images_per_s']:.0f} images/s; ceiling min(engine, decoding on "
+        f"all cores): {report['ceiling_images_per_s']:.0f}; the busiest point reached "
+        f"{report['busiest_over_ceiling']:.2f} of it; one client's p50 over engine batch-1 p50 plus one decode: "
+        f"{report['latency_at_1_over_engine_plus_decode']:.2f}."
     )
 
 

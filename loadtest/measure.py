@@ -1,4 +1,5 @@
-"""The two measurements bench.py compares: the raw engine in-process, and the service over HTTP."""
+"""What bench.py measures: the raw engine in-process (with host copies, and on a GPU with inputs already on
+the device), the host's decode ceiling, and the service over HTTP."""
 
 import asyncio
 import itertools
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 
 from service.engine import Engine
 
@@ -119,4 +121,116 @@ def http_point(base_url: str, model: str, jpegs: list[bytes], concurrency: int, 
         "mean_queue_ms": float(np.mean(window.queue_ms)),
         "loadgen_cpu_cores": (process_cpu_s() - cpu0) / wall,
         "server_cpu_cores": (server_cpu() - server0) / wall,
+    }
+
+
+GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option: which captured CUDA graph to replay, -1 none
+
+
+def _timed_runs(run, seconds: float) -> list[float]:
+    latencies = []
+    start = time.perf_counter()
+    while len(latencies) < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        run()
+        latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
+def device_points(
+    session: ort.InferenceSession,
+    tensors: list[np.ndarray],
+    sizes: list[int],
+    seconds: float,
+    *,
+    output_row_shape: tuple[int, ...],
+    output_dtype: np.dtype,
+    graphs: bool,
+    device_id: int = 0,
+) -> list[dict]:
+    """The accelerator alone: input and output bound to device memory (I/O binding), so no host copy is
+    timed. Each size runs plainly (graph id -1) and, if the session was built with CUDA graphs, replaying
+    its own captured graph, whose logits must equal the plain run's. One point per (size, graphs)."""
+    points = []
+    for i, n in enumerate(sizes):
+        batch = np.stack([tensors[j % len(tensors)] for j in range(n)])
+        x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", device_id)
+        y = ort.OrtValue.ortvalue_from_shape_and_type([n, *output_row_shape], output_dtype, "cuda", device_id)
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(session.get_inputs()[0].name, x)
+        binding.bind_ortvalue_output(session.get_outputs()[0].name, y)
+        modes = [(False, "-1")] + ([(True, str(i + 1))] if graphs else [])
+        plain_logits = None
+        for captured, graph_id in modes:
+            options = ort.RunOptions()
+            options.add_run_config_entry(GRAPH_ID, graph_id)
+
+            def run(options=options, binding=binding):
+                session.run_with_iobinding(binding, options)
+                binding.synchronize_outputs()
+
+            for _ in range(3):  # warm-up; with a graph id, ONNX Runtime captures during these
+                run()
+            logits = y.numpy().astype(np.float32)
+            latencies = _timed_runs(run, seconds)
+            point = {
+                "batch_size": n,
+                "cuda_graph": captured,
+                "runs": len(latencies),
+                "images_per_s": n * len(latencies) / sum(latencies),
+                **percentiles_ms(latencies),
+            }
+            if captured:
+                point["graph_max_abs_diff"] = float(np.abs(logits - plain_logits).max())
+            plain_logits = logits
+            points.append(point)
+    return points
+
+
+def _decode_loop(preprocess, jpegs: list[bytes], seconds: float) -> tuple[int, float]:
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        preprocess(jpegs[count % len(jpegs)])
+        count += 1
+    return count, time.perf_counter() - start
+
+
+def _decode_process(args) -> tuple[int, float]:
+    repository, model, jpegs, seconds = args
+    from service.config import Settings
+    from service.preprocess import ImageLimits, Preprocessor, configure_pillow
+    from service.repository import load_source
+
+    configure_pillow()
+    config = load_source(repository, model).config
+    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
+    return _decode_loop(preprocess, jpegs, seconds)
+
+
+def decode_rates(repository, model: str, jpegs: list[bytes], cores: int, seconds: float) -> dict:
+    """The host's decode ceiling with the service's decoder (`Preprocessor`: JPEG decode, resize, crop, to
+    the model's input): images/s on one process, on `cores` processes, and on `cores` threads of one process
+    (how the service decodes; the GIL is what separates the last two)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from multiprocessing import get_context
+
+    from service.config import Settings
+    from service.preprocess import ImageLimits, Preprocessor
+    from service.repository import load_source
+
+    def rate(results) -> float:
+        return sum(count / elapsed for count, elapsed in results)
+
+    with get_context("spawn").Pool(cores) as pool:
+        one = rate(pool.map(_decode_process, [(repository, model, jpegs, seconds)]))
+        every = rate(pool.map(_decode_process, [(repository, model, jpegs, seconds)] * cores, chunksize=1))
+    config = load_source(repository, model).config
+    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
+    with ThreadPoolExecutor(cores) as threads:
+        threaded = rate(threads.map(lambda _: _decode_loop(preprocess, jpegs, seconds), range(cores)))
+    return {
+        "cores": cores,
+        "one_core_images_per_s": one,
+        "all_cores_processes_images_per_s": every,
+        "all_cores_threads_one_process_images_per_s": threaded,
     }

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.batcher import DynamicBatcher
 from service.config import Settings
 from service.decode_pool import DecodePool
-from service.engine import CPU, Engine, GpuOptions, provider_specs, resolve_providers
+from service.engine import CPU, Engine, GpuOptions, preload_gpu_libraries, provider_specs, resolve_providers
 from service.errors import ServiceError, error_body
 from service.metrics import Metrics
 from service.model_config import Batching
@@ -62,19 +62,23 @@ def gpu_options(settings: Settings) -> GpuOptions:
 
 
 def warmup_batch_sizes(batching: BatchingInfo, on_gpu: bool = True) -> list[int]:
-    """The batch sizes run before ready. On a GPU every size a batch can take: TensorRT engines, CUDA
-    graphs and cuDNN's algorithm choices are made per shape. On CPU batch 1 only: a first run at a
-    new size costs about what later ones do, and warming every size delayed resnet50's readiness by
-    4-6 s on 2 cores (docs/BENCHMARKS.md, start-up)."""
+    """The batch sizes run before ready. On a GPU these are also the buckets every batch is padded up to
+    (service/io_binding.py): 1, the preferred sizes, the powers of two and the max batch size, so padding
+    at most doubles a batch while cuDNN's algorithm choices (per shape), TensorRT profiles and CUDA graphs
+    are all made before traffic. On CPU batch 1 only: a first run at a new size costs about what later
+    ones do, and warming every size delayed resnet50's readiness by 4-6 s on 2 cores (docs/BENCHMARKS.md,
+    start-up)."""
     if not on_gpu:
         return [1]
-    return sorted({1, *batching.preferred_batch_sizes, batching.max_batch_size})
+    powers = (2**i for i in range(batching.max_batch_size.bit_length()))
+    return sorted({1, *batching.preferred_batch_sizes, *powers, batching.max_batch_size})
 
 
 def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo) -> Engine:
     """The session for one model, with the providers and thread options the settings ask for."""
     config = source.config
     providers = resolve_providers(settings.providers, ort.get_available_providers())
+    preload_gpu_libraries(providers)
     specs = provider_specs(
         providers,
         input_spec=config.input,
@@ -91,7 +95,7 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
         spinning=settings.intra_op_spinning,
         io_binding=settings.io_binding and any(p != CPU for p in providers),
         device_id=settings.device_id,
-        graph_batch_sizes=warmup_batch_sizes(batching),
+        bucket_sizes=warmup_batch_sizes(batching),
     )
 
 

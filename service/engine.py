@@ -4,6 +4,7 @@ Execution providers and their options are plain data (`ProviderSpec`), built by 
 so what the service asks of TensorRT and CUDA is testable on a machine without either.
 """
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,19 @@ def resolve_providers(requested: Sequence[str], available: Sequence[str]) -> lis
         log.warning("none of the providers %s is available (have %s); using CPU", list(requested), list(available))
         resolved = [CPU]
     return resolved
+
+
+@functools.cache
+def _preload_cuda() -> None:
+    ort.preload_dlls()
+
+
+def preload_gpu_libraries(providers: Sequence[str]) -> None:
+    """Load CUDA and cuDNN from the pip packages that onnxruntime-gpu[cuda,cudnn] installs (nvidia-*), once,
+    before the first GPU session: without it the CUDA provider finds no libcudart outside a CUDA image and
+    ONNX Runtime falls back to CPU. Harmless where the libraries are on the loader's path already."""
+    if any(p != CPU for p in providers) and hasattr(ort, "preload_dlls"):
+        _preload_cuda()
 
 
 def _shape(input_name: str, spec: TensorSpec, batch: int) -> str:
@@ -130,11 +144,54 @@ def session_options(intra_op_threads: int = 0, spinning: bool = False) -> ort.Se
 SessionFactory = Callable[..., ort.InferenceSession]
 
 
+def inference_session(path: str, **kwargs) -> ort.InferenceSession:
+    """An InferenceSession with ONNX Runtime's own fallback off. Left on, a provider that fails to start
+    (TensorRT without its libraries) is retried as plain CUDA with every option dropped (device id, CUDA
+    graphs, memory cap), and a failing run silently moves the session to CPU; `open_session` does the
+    retrying instead, keeping each provider's options."""
+    return ort.InferenceSession(path, enable_fallback=0, **kwargs)
+
+
+def open_session(
+    path: Path,
+    providers: Sequence[ProviderSpec],
+    intra_op_threads: int = 0,
+    spinning: bool = False,
+    session_factory: SessionFactory = inference_session,
+) -> tuple[ort.InferenceSession, ProviderSpec]:
+    """The session and the spec of the provider it runs on. A provider that fails to start is retried
+    without CUDA graphs if it asked for them (they need every node on the GPU), then dropped."""
+    candidates = list(providers)
+    if not any(p.name == CPU for p in candidates):
+        candidates.append(ProviderSpec(CPU))
+    while True:
+        try:
+            session = session_factory(
+                str(path),
+                sess_options=session_options(intra_op_threads, spinning),
+                providers=[p.name for p in candidates],
+                provider_options=[p.options for p in candidates],
+            )
+            return session, candidates[0]
+        except Exception as e:
+            if len(candidates) == 1:
+                raise
+            first, graph_option = candidates[0], GRAPH_OPTIONS.get(candidates[0].name)
+            if graph_option in first.options:
+                log.warning("%s: %s cannot use CUDA graphs (%s); retrying without", path, first.name, e)
+                options = {k: v for k, v in first.options.items() if k != graph_option}
+                candidates[0] = ProviderSpec(first.name, options)
+            else:
+                log.warning("%s: %s failed (%s); retrying without it", path, first.name, e)
+                candidates = candidates[1:]
+
+
 class Engine:
     """An InferenceSession; if a provider fails to initialize, retries without it, down to CPU.
 
     On a GPU with `io_binding`, batches go through a `BoundRunner` (service/io_binding.py): reused,
-    pinned staging buffers, and CUDA graphs for `graph_batch_sizes` when the provider accepted them.
+    pinned staging buffers, batches padded up to the nearest of `bucket_sizes`, and a CUDA graph for
+    each bucket when the provider accepted them.
     """
 
     def __init__(
@@ -148,13 +205,13 @@ class Engine:
         spinning: bool = False,
         io_binding: bool = False,
         device_id: int = 0,
-        graph_batch_sizes: Sequence[int] = (),
-        session_factory: SessionFactory = ort.InferenceSession,
+        bucket_sizes: Sequence[int] = (),
+        session_factory: SessionFactory = inference_session,
     ):
         self.input_spec = input_spec
         self.output_spec = output_spec
         self._dtype = np.dtype(input_spec.dtype)
-        self._session, used = self._open(path, providers, intra_op_threads, spinning, session_factory)
+        self._session, used = open_session(path, providers, intra_op_threads, spinning, session_factory)
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
         if input_spec.name not in inputs or output_spec.name not in outputs:
@@ -178,44 +235,16 @@ class Engine:
                 device="cuda" if on_gpu else "cpu",
                 device_id=device_id if on_gpu else 0,
                 pinned=pinned_memory(running_on) if on_gpu else None,
-                graph_batch_sizes=graph_batch_sizes if graphs else (),
+                bucket_sizes=bucket_sizes if on_gpu else (),
+                graphs=graphs,
             )
             log.info(
-                "%s: I/O binding, %s staging, CUDA graphs for batch sizes %s",
+                "%s: I/O binding, %s staging, batches padded to %s, CUDA graphs %s",
                 path,
                 "pinned" if self._bound.pinned else "pageable",
-                self._bound.graph_batch_sizes or "none",
+                self._bound.bucket_sizes or "no bucket",
+                "captured for each" if self._bound.graph_batch_sizes else "off",
             )
-
-    @staticmethod
-    def _open(
-        path, providers, intra_op_threads, spinning, session_factory
-    ) -> tuple[ort.InferenceSession, ProviderSpec]:
-        """The session and the spec of the provider it runs on. A provider that fails to start is retried
-        without CUDA graphs if it asked for them (they need every node on the GPU), then dropped."""
-        candidates = list(providers)
-        if not any(p.name == CPU for p in candidates):
-            candidates.append(ProviderSpec(CPU))
-        while True:
-            try:
-                session = session_factory(
-                    str(path),
-                    sess_options=session_options(intra_op_threads, spinning),
-                    providers=[p.name for p in candidates],
-                    provider_options=[p.options for p in candidates],
-                )
-                return session, candidates[0]
-            except Exception as e:
-                if len(candidates) == 1:
-                    raise
-                first, graph_option = candidates[0], GRAPH_OPTIONS.get(candidates[0].name)
-                if graph_option in first.options:
-                    log.warning("%s: %s cannot use CUDA graphs (%s); retrying without", path, first.name, e)
-                    options = {k: v for k, v in first.options.items() if k != graph_option}
-                    candidates[0] = ProviderSpec(first.name, options)
-                else:
-                    log.warning("%s: %s failed (%s); retrying without it", path, first.name, e)
-                    candidates = candidates[1:]
 
     @property
     def providers_in_use(self) -> list[str]:
@@ -223,8 +252,20 @@ class Engine:
 
     @property
     def cuda_graph_batch_sizes(self) -> list[int]:
-        """Batch sizes with a captured CUDA graph; a batch is padded up to the nearest."""
+        """Batch sizes with a captured CUDA graph."""
         return list(self._bound.graph_batch_sizes) if self._bound else []
+
+    @property
+    def staging(self) -> str | None:
+        """Where a bound batch waits for its copy to the device: "pinned", "pageable", or None (not bound)."""
+        if self._bound is None:
+            return None
+        return "pinned" if self._bound.pinned else "pageable"
+
+    @property
+    def bucket_sizes(self) -> list[int]:
+        """The batch sizes batches run at on a GPU: each is padded up to the nearest."""
+        return list(self._bound.bucket_sizes) if self._bound else []
 
     def run(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """The images of one batch, each (C, H, W) of the input dtype (or one (N, C, H, W) array)

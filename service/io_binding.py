@@ -5,9 +5,12 @@ batch and, when the provider offers it, pinned (page-locked), so the copy to the
 with no bounce through a driver buffer. ONNX Runtime copies the batch's rows to the device once and
 the logits come back once.
 
-With CUDA graphs a replay reads and writes the device addresses it was captured at, so each captured
-batch size owns one set of buffers bound once, batches are padded up to the nearest captured size,
-and replays take turns (ONNX Runtime does not replay graphs from several threads at once).
+Batches are padded up to the nearest of a few bucket sizes (powers of two, see service/app.py), each
+run during warm-up: the CUDA provider picks cuDNN's algorithms per input shape, and a shape first
+seen while serving would pay that search (seconds with EXHAUSTIVE) inside a client's request. With
+CUDA graphs a replay reads and writes the device addresses it was captured at, so each bucket owns
+one set of buffers bound once, and replays take turns (ONNX Runtime does not replay graphs from
+several threads at once).
 """
 
 import logging
@@ -37,7 +40,8 @@ def pinned_memory(provider: str) -> "ort.OrtMemoryInfo | None":
 
 
 class HostBuffer:
-    """A host array for `rows` samples; pinned when `memory` is given and ONNX Runtime shares it with numpy."""
+    """A host array for `rows` samples, zeroed (padding rows must be numbers); pinned when `memory` is given
+    and ONNX Runtime shares it with numpy."""
 
     def __init__(self, rows: int, sample_shape: Sequence[int], dtype: np.dtype, memory=None):
         shape = [rows, *sample_shape]
@@ -47,11 +51,12 @@ class HostBuffer:
                 self._value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, memory_info=memory)
                 array = self._value.numpy()
                 if array.ctypes.data == self._value.data_ptr():  # a view, not a copy
+                    array.fill(0)
                     self.array, self.pinned = array, True
             except Exception as e:  # an allocator this build lacks: pageable memory still works
                 log.warning("no pinned host memory (%s); staging in pageable memory", e)
         if not self.pinned:
-            self.array = np.empty(shape, dtype)
+            self.array = np.zeros(shape, dtype)
 
     @property
     def rows(self) -> int:
@@ -92,7 +97,8 @@ class BoundRunner:
         device: str,
         device_id: int = 0,
         pinned=None,
-        graph_batch_sizes: Sequence[int] = (),
+        bucket_sizes: Sequence[int] = (),
+        graphs: bool = False,
     ):
         self._session = session
         self._input, self._output = input_name, output_name
@@ -100,7 +106,8 @@ class BoundRunner:
         self._output_row_shape, self._output_dtype = tuple(output_row_shape), np.dtype(output_dtype)
         self._device, self._device_id = device, device_id
         self._pinned_memory = pinned
-        self.graph_batch_sizes = sorted(set(graph_batch_sizes))
+        self.bucket_sizes = sorted(set(bucket_sizes))
+        self.graph_batch_sizes = self.bucket_sizes if graphs else []
         self._staging: queue.SimpleQueue[HostBuffer] = queue.SimpleQueue()  # free buffers, one per run in flight
         self._graph_sets: dict[int, _GraphSet] = {}
         self._graph_sets_lock = threading.Lock()
@@ -117,30 +124,32 @@ class BoundRunner:
         return HostBuffer(rows, self._sample_shape, self._dtype, self._pinned_memory)
 
     def padded_size(self, n: int) -> int:
-        """The batch size a batch of n runs at: the nearest captured graph's, or n itself."""
-        return next((size for size in self.graph_batch_sizes if size >= n), n)
+        """The batch size a batch of n runs at: the nearest bucket's, or n itself past the largest."""
+        return next((size for size in self.bucket_sizes if size >= n), n)
 
     def run(self, images: Sequence[np.ndarray]) -> np.ndarray:
         size = self.padded_size(len(images))
         if size in self.graph_batch_sizes:
             return self._replay(images, self._graph_set(size))
-        return self._run_unpadded(images)
+        return self._run_staged(images, size)
 
-    def _run_unpadded(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def _run_staged(self, images: Sequence[np.ndarray], size: int) -> np.ndarray:
+        """One run at `size` rows, the first len(images) of them these images; their logits."""
         try:
             staging = self._staging.get_nowait()
         except queue.Empty:
-            staging = self._host_buffer(len(images))
+            staging = self._host_buffer(size)
         try:
-            if staging.rows < len(images):  # grows to the largest batch seen (warm-up: the largest there is)
-                staging = self._host_buffer(len(images))
-            batch = staging.stack(images)
+            if staging.rows < size:  # grows to the largest batch seen (warm-up: the largest there is)
+                staging = self._host_buffer(size)
+            staging.stack(images)  # rows past len(images) hold zeros or an earlier batch's images
+            batch = staging.array[:size]
             binding = self._session.io_binding()
             binding.bind_input(self._input, "cpu", 0, self._dtype, list(batch.shape), batch.ctypes.data)
             binding.bind_output(self._output, self._device, self._device_id)
             self._session.run_with_iobinding(binding, self._uncaptured)
             (logits,) = binding.copy_outputs_to_cpu()
-            return logits
+            return logits[: len(images)]
         finally:
             self._staging.put(staging)
 

@@ -79,7 +79,8 @@ class ModelInfo(BaseModel):
     preprocessing: Preprocessing | None = None
     batching: BatchingInfo | None = None
     providers: list[str] = []
-    cuda_graph_batch_sizes: list[int] = []  # batch sizes replayed from a CUDA graph; others pad up to one
+    bucket_sizes: list[int] = []  # on a GPU, the batch sizes batches are padded up to (all warmed up)
+    cuda_graph_batch_sizes: list[int] = []  # buckets replayed from a captured CUDA graph
     weights: Weights | None = None
     queue_depth: int = 0
 

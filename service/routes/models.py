@@ -28,6 +28,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         )
     if entry.engine is not None:
         info.providers = entry.engine.providers_in_use
+        info.bucket_sizes = entry.engine.bucket_sizes
         info.cuda_graph_batch_sizes = entry.engine.cuda_graph_batch_sizes
     if entry.batcher is not None:
         info.queue_depth = entry.batcher.queue_depth

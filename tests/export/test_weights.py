@@ -89,3 +89,11 @@ def test_auto_trains_a_digits_model_that_has_no_checkpoint(tmp_path, monkeypatch
     assert loaded.weights.source == "checkpoint" and loaded.weights.accuracy == {"test_acc": 0.97}
     assert load_weights("lenet1989", "auto").weights.source == "checkpoint"  # the second time, no training
     assert len(calls) == 1
+
+
+def test_random_weights_are_the_same_every_time_and_leave_the_global_generator_alone():
+    state = torch.get_rng_state()
+    first, second = load_weights("lenet5", "random"), load_weights("lenet5", "random")
+    assert torch.equal(torch.get_rng_state(), state)
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

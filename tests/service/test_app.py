@@ -59,10 +59,13 @@ def test_gpu_options_defaults_match_the_settings():
         assert field.default == Settings.model_fields[field.name].default, field.name
 
 
-def test_a_gpu_warms_one_the_preferred_sizes_and_the_max_a_cpu_only_one():
+def test_a_gpu_warms_powers_of_two_the_preferred_sizes_and_the_max_a_cpu_only_one():
     defaults = Batching(max_batch_size=32, preferred_batch_sizes=(16, 8), max_queue_delay_ms=2, max_queue_size=256)
     batching = effective_batching(defaults, Settings(), on_gpu=True)
-    assert warmup_batch_sizes(batching) == warmup_batch_sizes(batching, on_gpu=True) == [1, 8, 16, 32]
+    assert warmup_batch_sizes(batching) == warmup_batch_sizes(batching, on_gpu=True) == [1, 2, 4, 8, 16, 32]
+    # A max batch size raised past config.json's preferred sizes still pads to at most twice a batch.
+    raised = effective_batching(defaults, Settings(max_batch_size=200, preferred_batch_sizes=[24]), on_gpu=True)
+    assert warmup_batch_sizes(raised) == [1, 2, 4, 8, 16, 24, 32, 64, 128, 200]
     assert warmup_batch_sizes(effective_batching(defaults, Settings(max_batch_size=1))) == [1]
     assert warmup_batch_sizes(effective_batching(defaults, Settings()), on_gpu=False) == [1]
 

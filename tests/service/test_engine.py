@@ -4,7 +4,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.engine import CPU, Engine, GpuOptions, ProviderSpec, provider_specs, resolve_providers
+from service import engine as engine_module
+from service.engine import (
+    CPU,
+    Engine,
+    GpuOptions,
+    ProviderSpec,
+    preload_gpu_libraries,
+    provider_specs,
+    resolve_providers,
+)
 from service.errors import InferenceFailed
 from service.model_config import TensorSpec
 from tests.service.conftest import RGB_BIAS, RGB_WEIGHT
@@ -149,7 +158,7 @@ def test_engine_retries_a_provider_without_cuda_graphs_before_dropping_it(rgb_pa
         return OnCuda(ort.InferenceSession(path, sess_options=sess_options, providers=[CPU]))
 
     spec = ProviderSpec(CUDA, {"device_id": "0", "enable_cuda_graph": "1"})
-    e = engine(rgb_path, providers=[spec], session_factory=factory, io_binding=True, graph_batch_sizes=[4, 1])
+    e = engine(rgb_path, providers=[spec], session_factory=factory, io_binding=True, bucket_sizes=[4, 1])
     if graphs_start:
         assert calls == [(CUDA, spec.options)]
         assert e.cuda_graph_batch_sizes == [1, 4]
@@ -163,7 +172,7 @@ def test_no_cuda_graphs_when_onnx_runtime_itself_fell_back_to_cpu(rgb_path):
         return ort.InferenceSession(path, sess_options=sess_options, providers=[CPU])  # CUDA skipped, no error
 
     spec = ProviderSpec(CUDA, {"device_id": "0", "enable_cuda_graph": "1"})
-    e = engine(rgb_path, providers=[spec], session_factory=factory, io_binding=True, graph_batch_sizes=[1, 4])
+    e = engine(rgb_path, providers=[spec], session_factory=factory, io_binding=True, bucket_sizes=[1, 4])
     assert e.cuda_graph_batch_sizes == []
     x = np.random.default_rng(2).random((3, 3, 16, 16), dtype=np.float32)
     np.testing.assert_array_equal(e.run(x), engine(rgb_path).run(x))  # bound to CPU buffers, not CUDA ones
@@ -260,3 +269,28 @@ def test_trim_memory_shrinks_the_cpu_arena_only_on_cpu(rgb_path, providers, trim
         return
     (options,) = session.options
     assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+
+
+@pytest.mark.parametrize(("providers", "loads"), [([CUDA, CPU], 1), ([TRT], 1), ([CPU], 0)])
+def test_gpu_libraries_are_preloaded_once_and_only_for_a_gpu_provider(monkeypatch, providers, loads):
+    calls = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    engine_module._preload_cuda.cache_clear()
+    preload_gpu_libraries(providers)
+    preload_gpu_libraries(providers)
+    engine_module._preload_cuda.cache_clear()
+    assert len(calls) == loads
+
+
+def test_onnx_runtime_own_fallback_is_off_so_options_survive_a_failed_provider(rgb_path, monkeypatch):
+    made = []
+    real = ort.InferenceSession
+
+    def recording(path, **kwargs):
+        made.append(kwargs)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    e = engine(rgb_path)
+    assert made and all(kwargs["enable_fallback"] == 0 for kwargs in made)
+    assert e.providers_in_use == [CPU]

@@ -36,7 +36,7 @@ def session(model_repo) -> RecordingSession:
     return RecordingSession(model_repo / "tiny_rgb" / "1" / "model.onnx")
 
 
-def runner(session, graph_batch_sizes=(), **kwargs) -> BoundRunner:
+def runner(session, bucket_sizes=(), graphs=False, **kwargs) -> BoundRunner:
     return BoundRunner(
         session,
         input_name="input",
@@ -46,7 +46,8 @@ def runner(session, graph_batch_sizes=(), **kwargs) -> BoundRunner:
         output_row_shape=(4,),
         output_dtype=np.float32,
         device="cpu",
-        graph_batch_sizes=graph_batch_sizes,
+        bucket_sizes=bucket_sizes,
+        graphs=graphs,
         **kwargs,
     )
 
@@ -137,8 +138,38 @@ def test_concurrent_runs_do_not_share_staging(session):
     assert sorted(results) == list(range(8))
 
 
+class ShapeRecordingSession(RecordingSession):
+    """Also records the batch size each bound run was given."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.batch_sizes: list[int] = []
+
+    def run_with_iobinding(self, binding, run_options=None):
+        super().run_with_iobinding(binding, run_options)
+        self.batch_sizes.append(binding.get_outputs()[0].shape()[0])
+
+
+def test_without_graphs_batches_still_pad_to_the_warmed_up_buckets(model_repo):
+    session = ShapeRecordingSession(model_repo / "tiny_rgb" / "1" / "model.onnx")
+    bound = runner(session, bucket_sizes=[1, 2, 4, 8])
+    assert bound.graph_batch_sizes == []
+    for n, seed in ((3, 1), (5, 2), (1, 3), (2, 4), (9, 5)):
+        batch = images(n, seed=seed)
+        out = bound.run(batch)
+        assert out.shape == (n, 4)  # the padding rows' logits are dropped
+        np.testing.assert_allclose(out, plain(session, batch), rtol=1e-6)
+    assert session.batch_sizes == [4, 8, 1, 2, 9]  # past the largest bucket, a batch runs as it is
+    assert session.graph_ids == [None] * 5
+
+
+def test_padding_rows_start_as_zeros_not_garbage():
+    buffer = HostBuffer(4, SAMPLE, np.dtype(np.float32))
+    assert not buffer.array.any()
+
+
 def test_graph_sizes_pad_and_each_size_keeps_its_own_buffers(session):
-    bound = runner(session, graph_batch_sizes=[8, 1, 4])
+    bound = runner(session, bucket_sizes=[8, 1, 4], graphs=True)
     assert [bound.padded_size(n) for n in (1, 2, 4, 5, 8, 9)] == [1, 4, 4, 8, 8, 9]
     three, two, eight = images(3, seed=4), images(2, seed=5), images(8, seed=6)
     out = bound.run(three)
@@ -153,7 +184,7 @@ def test_graph_sizes_pad_and_each_size_keeps_its_own_buffers(session):
 
 
 def test_graph_replays_take_turns(session):
-    bound = runner(session, graph_batch_sizes=[2, 4])
+    bound = runner(session, bucket_sizes=[2, 4], graphs=True)
     batches = {n: images(n, seed=n) for n in (1, 2, 3, 4)}
     expected = {n: plain(session, b) for n, b in batches.items()}
     errors = []
