@@ -98,10 +98,12 @@ def raw_sizes(max_batch: int) -> list[int]:
     return sizes + ([max_batch] if sizes[-1] != max_batch else [])
 
 
-def bench_device(source: ModelSource, tensors: list[np.ndarray], sizes: list[int], seconds: float) -> dict | None:
+def bench_device(
+    source: ModelSource, tensors: list[np.ndarray], sizes: list[int], seconds: float, graphs: bool = True
+) -> dict | None:
     """On a GPU, the session alone with inputs on the device (loadtest/measure.py, `device_points`), built
-    with the service's provider options and CUDA graphs asked for. None on CPU."""
-    settings = Settings(cuda_graphs=True)
+    with the service's provider options, CUDA graphs asked for unless `graphs` is False. None on CPU."""
+    settings = Settings(cuda_graphs=graphs)
     providers = [p for p in resolve_providers(settings.providers, ort.get_available_providers()) if p != CPU]
     if not providers:
         return None
@@ -233,7 +235,30 @@ def markdown(report: dict) -> str:
     return "\n".join(rows)
 
 
-def run(model: str, repository: Path, quick: bool, seconds: float | None = None, concurrency=CONCURRENCY) -> dict:
+def run_raw(model: str, repository: Path, seconds: float, graphs: bool) -> dict:
+    """The engine alone (--raw-only): with host copies and, on a GPU, with inputs on the device."""
+    ensure_exported(repository, model)
+    source = load_source(repository, model)
+    tensors, decode = preprocess_photos(source, list(photo_jpegs().values()))
+    raw = bench_raw(source, tensors, seconds)
+    device = bench_device(source, tensors, [p["batch_size"] for p in raw], seconds, graphs)
+    return {
+        "model": model,
+        "machine": {"gpu": gpu_info(), "onnxruntime": ort.__version__},
+        "raw": raw,
+        "raw_device": device,
+        "decode_ms": decode,
+    }
+
+
+def run(
+    model: str,
+    repository: Path,
+    quick: bool,
+    seconds: float | None = None,
+    concurrency=CONCURRENCY,
+    device_graphs: bool = True,
+) -> dict:
     if not {1, REFERENCE_CONCURRENCY} <= set(concurrency):
         raise ValueError(f"concurrency {list(concurrency)} must include 1 and {REFERENCE_CONCURRENCY}: ratios use both")
     concurrency = sorted(set(concurrency))
@@ -243,7 +268,7 @@ def run(model: str, repository: Path, quick: bool, seconds: float | None = None,
     jpegs = list(photo_jpegs().values())
     tensors, decode = preprocess_photos(source, jpegs)
     raw = bench_raw(source, tensors, seconds)
-    device = bench_device(source, tensors, [p["batch_size"] for p in raw], seconds)
+    device = bench_device(source, tensors, [p["batch_size"] for p in raw], seconds, device_graphs)
     decoding = decode_rates(repository, model, jpegs, usable_cores(), seconds)
     with tempfile.TemporaryFile("w+") as log:  # the service's own log, shown only if it fails
         try:
@@ -305,9 +330,22 @@ def main(argv: list[str] | None = None) -> None:
         default=list(CONCURRENCY),
         help=f"comma-separated client counts, including 1 and {REFERENCE_CONCURRENCY} (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-device-graphs", dest="device_graphs", action="store_false", help="on a GPU, time no CUDA graph replay"
+    )
+    parser.add_argument("--raw-only", action="store_true", help="the engine alone: no decoding, no service")
     args = parser.parse_args(argv)
+    if args.raw_only:
+        report = run_raw(args.model, args.repository.resolve(), args.seconds or 5.0, args.device_graphs)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        rows = markdown({**report, "service": {"batched": {"points": []}, "unbatched": {"points": []}}})
+        print(f"{rows}\nWritten to {args.output}")
+        return
     try:
-        report = run(args.model, args.repository.resolve(), args.quick, args.seconds, args.concurrency)
+        report = run(
+            args.model, args.repository.resolve(), args.quick, args.seconds, args.concurrency, args.device_graphs
+        )
     except ValueError as e:
         parser.error(str(e))
     args.output.parent.mkdir(parents=True, exist_ok=True)

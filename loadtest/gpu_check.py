@@ -42,7 +42,11 @@ def photos(source: ModelSource) -> np.ndarray:
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want.astype(np.float64)))
+    """|got - want| / |want| (norms); where `want` is all zeros (random weights under a zero-initialized head,
+    as vit_b_16's), |got| itself, so only exact zeros pass."""
+    diff = float(np.linalg.norm(got.astype(np.float64) - want))
+    scale = float(np.linalg.norm(want.astype(np.float64)))
+    return diff / scale if scale > 0 else diff
 
 
 def top(logits: np.ndarray, k: int) -> np.ndarray:
@@ -70,7 +74,7 @@ def engine_for(source: ModelSource, providers: list[str], graphs: bool) -> tuple
 def padded_rows(engine: Engine, x: np.ndarray, want: np.ndarray) -> float:
     """The largest difference, relative to the logits' scale, between each batch size 1..len(x) run on
     `engine` (padded up to its bucket) and the same rows of `want`."""
-    scale = float(np.abs(want).max())
+    scale = float(np.abs(want).max()) or 1.0  # all zeros: absolute differences
     worst = 0.0
     for n in range(1, len(x) + 1):
         worst = max(worst, float(np.abs(engine.run(list(x[:n])) - want[:n]).max()) / scale)

@@ -3,11 +3,15 @@
 # onnx and the NVIDIA CUDA 13 pip libraries; see ../shared/GPU.md). onnxruntime-gpu travels here as an xz
 # tarball in pieces (.gpu1 ... .gpuN, ignored by git), the service's other wheels with the last piece.
 #
+# The machine goes back 30 s after a call ends, and with it everything carried: the calls run back to back.
+#
 #   bash loadtest/lent_gpu.sh receive N     # copy piece N to /tmp/gpu
-#   bash loadtest/lent_gpu.sh export        # in the background: the models, random weights (no hub there)
-#   bash loadtest/lent_gpu.sh install       # join the pieces, install into /tmp/site
-#   bash loadtest/lent_gpu.sh check OUT     # loadtest/gpu_check.py on fp32 and fp16 exports
-#   bash loadtest/lent_gpu.sh bench OUT     # loadtest/bench.py and loadtest/startup.py on resnet50
+#   bash loadtest/lent_gpu.sh prepare       # install pydantic (with piece 1); export the models in the background
+#   bash loadtest/lent_gpu.sh install       # join the onnxruntime-gpu pieces into /tmp/site; wait for the export
+#   bash loadtest/lent_gpu.sh bench OUT     # loadtest/bench.py on resnet50 fp16, uint8 input
+#   bash loadtest/lent_gpu.sh raw OUT       # the engine alone, CUDA graphs on: resnet50 fp16 and fp32
+#   bash loadtest/lent_gpu.sh startup OUT   # loadtest/startup.py
+#   bash loadtest/lent_gpu.sh check OUT     # loadtest/gpu_check.py, one process per model, fp32 and fp16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -20,12 +24,13 @@ case "$1" in
 receive)
 	mkdir -p /tmp/gpu
 	cp ".gpu$2"/* /tmp/gpu/
-	ls -la /tmp/gpu
 	;;
-export)
-	mkdir -p /tmp/repos
+prepare)
+	mkdir -p "$SITE" /tmp/repos
+	python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /tmp/gpu/*.whl
+	export PYTHONPATH=$SITE:$PWD # pydantic (service/model_config.py) comes with the carried wheels
 	models=(--model resnet50 --model mobilenet_v2 --model vit_b_16 --model convnext_tiny)
-	# Three exports at once, a third of the cores each; the machine's own onnxruntime checks parity.
+	# Three exports at once, a third of the cores each, random weights (no hub there).
 	setsid nohup bash -c "
 		OMP_NUM_THREADS=5 python3 export/to_onnx.py ${models[*]} --weights random --output /tmp/repos/fp32 > /tmp/repos/fp32.log 2>&1 &
 		OMP_NUM_THREADS=5 python3 export/to_onnx.py ${models[*]} --weights random --fp16 --output /tmp/repos/fp16 > /tmp/repos/fp16.log 2>&1 &
@@ -33,41 +38,57 @@ export)
 		wait; touch /tmp/repos/done" > /dev/null 2>&1 < /dev/null &
 	;;
 install)
-	mkdir -p "$SITE"
+	python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" /tmp/gpu/*.whl
 	cat /tmp/gpu/ort.tar.xz.* | xz -d -T0 | tar -x -C "$SITE"
-	python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /tmp/gpu/*.whl
 	# onnxruntime.preload_dlls() looks for nvidia/* beside the onnxruntime package: point it at the machine's.
-	nvidia=$(python3 -c "import nvidia, os; print(list(nvidia.__path__)[0])")
+	nvidia=$(python3 -c "import nvidia; print(list(nvidia.__path__)[0])")
 	ln -sfn "$nvidia" "$SITE/nvidia"
 	with_site python3 -c "import onnxruntime as o; print(o.__version__, o.__file__, o.get_available_providers())"
-	;;
-check)
-	out=$2
-	nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/nvidia-smi.txt"
-	with_site python3 -m loadtest.gpu_check --repository /tmp/repos/fp32 --models "$MODELS" \
-		--output "$out/gpu_check_fp32.json" || true
-	with_site python3 -m loadtest.gpu_check --repository /tmp/repos/fp16 --models "$MODELS" \
-		--reference-repository /tmp/repos/fp32 --output "$out/gpu_check_fp16.json" || true
+	for repo in fp16u8 fp16 fp32; do  # resnet50 is exported first in each
+		for _ in $(seq 150); do [ -f /tmp/repos/$repo/resnet50/config.json ] && break; sleep 2; done
+	done
+	ls /tmp/repos/*
 	;;
 bench)
-	out=$2
-	repo=${3:-/tmp/repos/fp16u8}
-	name=${4:-bench}
-	# A GPU deployment: batches up to 256, queues deep enough for 256 clients, CUDA graphs per bucket.
+	# A GPU deployment: batches up to 256, queues deep enough for 256 clients.
 	export SERVE_MAX_BATCH_SIZE=256 SERVE_MAX_QUEUE_SIZE=2048 SERVE_MAX_DECODE_BACKLOG=1024
-	export SERVE_CUDA_GRAPHS=${SERVE_CUDA_GRAPHS:-true}
-	with_site python3 loadtest/bench.py --model resnet50 --repository "$repo" --concurrency 1,16,64,256 \
-		--seconds "${SECONDS_PER_POINT:-3}" --output "$out/$name.json" 2>&1 | tee "$out/$name.txt"
+	export SERVE_CUDA_GRAPHS=${SERVE_CUDA_GRAPHS:-false}
+	with_site python3 loadtest/bench.py --model resnet50 --repository /tmp/repos/fp16u8 --concurrency 1,16,64,256 \
+		--seconds "${SECONDS_PER_POINT:-2}" --no-device-graphs --output "$2/bench_fp16_uint8.json"
+	;;
+raw)
+	export SERVE_MAX_BATCH_SIZE=256
+	for precision in fp16 fp32; do
+		with_site timeout 200 python3 loadtest/bench.py --model resnet50 --repository /tmp/repos/$precision --raw-only \
+			--seconds 1.5 --output "$2/raw_$precision.json" || echo "raw $precision failed: $?"
+	done
 	;;
 startup)
-	out=$2
-	repo=${3:-/tmp/repos/fp16u8}
-	export SERVE_MAX_BATCH_SIZE=256 SERVE_CUDA_GRAPHS=true
-	with_site python3 loadtest/startup.py --model resnet50 --repository "$repo" --output "$out/startup.json" 2>&1 |
-		tee "$out/startup.txt"
+	export SERVE_MAX_BATCH_SIZE=256
+	with_site python3 loadtest/startup.py --model resnet50 --repository /tmp/repos/fp16u8 --output "$2/startup.json"
+	;;
+check)
+	for _ in $(seq 150); do [ -f /tmp/repos/done ] && break; sleep 2; done
+	mkdir -p /tmp/check
+	for precision in fp32 fp16; do
+		(
+			reference=()
+			[ "$precision" = fp16 ] && reference=(--reference-repository /tmp/repos/fp32)
+			for model in ${MODELS//,/ }; do
+				with_site timeout 300 python3 -m loadtest.gpu_check --repository /tmp/repos/$precision --models "$model" \
+					"${reference[@]}" --output "/tmp/check/$precision-$model.json" > "/tmp/check/$precision-$model.log" 2>&1 ||
+					echo "gpu_check $precision $model: exit $?"
+				grep "^| $model" "/tmp/check/$precision-$model.log" || tail -n 3 "/tmp/check/$precision-$model.log"
+			done
+		) &
+	done
+	wait
+	python3 -c "import json, glob, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/check/*.json'))], \
+		open(sys.argv[1], 'w'), indent=2)" "$2/gpu_check.json"
+	tar -czf "$2/check_logs.tgz" -C /tmp/check .
 	;;
 *)
-	echo "usage: $0 receive N | export | install | check OUT | bench OUT [REPO NAME] | startup OUT [REPO]" >&2
+	echo "usage: $0 receive N | prepare | install | bench OUT | raw OUT | startup OUT | check OUT" >&2
 	exit 2
 	;;
 esac
