@@ -146,6 +146,7 @@ def device_points(
     output_row_shape: tuple[int, ...],
     output_dtype: np.dtype,
     graphs: bool,
+    device: str = "cuda",
     device_id: int = 0,
 ) -> list[dict]:
     """The accelerator alone: input and output bound to device memory (I/O binding), so no host copy is
@@ -154,8 +155,8 @@ def device_points(
     points = []
     for i, n in enumerate(sizes):
         batch = np.stack([tensors[j % len(tensors)] for j in range(n)])
-        x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", device_id)
-        y = ort.OrtValue.ortvalue_from_shape_and_type([n, *output_row_shape], output_dtype, "cuda", device_id)
+        x = ort.OrtValue.ortvalue_from_numpy(batch, device, device_id)
+        y = ort.OrtValue.ortvalue_from_shape_and_type([n, *output_row_shape], output_dtype, device, device_id)
         binding = session.io_binding()
         binding.bind_ortvalue_input(session.get_inputs()[0].name, x)
         binding.bind_ortvalue_output(session.get_outputs()[0].name, y)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.errors import InferenceFailed
+from service.errors import InferenceFailed, shorten
 from service.io_binding import BoundRunner, pinned_memory
 from service.model_config import TensorSpec
 
@@ -143,6 +143,15 @@ def session_options(intra_op_threads: int = 0, spinning: bool = False) -> ort.Se
 
 SessionFactory = Callable[..., ort.InferenceSession]
 
+# How ONNX Runtime words a failed CUDA, cuDNN or cuBLAS call. Seen on an H100: "CUDA failure 715: an illegal
+# instruction was encountered" from a CUDA graph replay. Such errors are sticky: the device context is lost
+# and every later run fails the same way, so the process must be restarted, not retried.
+DEVICE_FAILURES = ("CUDA failure", "CUDNN failure", "CUBLAS failure", "cudaError")
+
+
+def is_device_failure(error: BaseException) -> bool:
+    return any(marker in str(error) for marker in DEVICE_FAILURES)
+
 
 def inference_session(path: str, **kwargs) -> ort.InferenceSession:
     """An InferenceSession with ONNX Runtime's own fallback off. Left on, a provider that fails to start
@@ -220,6 +229,7 @@ class Engine:
                 f"{input_spec.name!r} -> {output_spec.name!r}"
             )
         self._bound = None
+        self.device_error: str | None = None  # set when the GPU failed: the process needs a restart
         if io_binding:
             running_on = self._session.get_providers()[0]  # ONNX Runtime may itself have fallen back to CPU
             on_gpu = running_on != CPU
@@ -276,11 +286,17 @@ class Engine:
         if n == 0 or any(image.shape != expected or image.dtype != self._dtype for image in images):
             found = {f"{image.dtype}{image.shape}" for image in images}
             raise ValueError(f"batch holds {sorted(found)}, expected {n} of {self._dtype}{expected}")
-        if self._bound is not None:
-            logits = self._bound.run(images)
-        else:
-            batch = images if isinstance(images, np.ndarray) else np.stack(images)
-            (logits,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
+        try:
+            if self._bound is not None:
+                logits = self._bound.run(images)
+            else:
+                batch = images if isinstance(images, np.ndarray) else np.stack(images)
+                (logits,) = self._session.run([self.output_spec.name], {self.input_spec.name: batch})
+        except Exception as e:
+            if self.device_error is None and is_device_failure(e):
+                self.device_error = shorten(str(e), 300)
+                log.critical("the GPU failed; this process must be restarted (/healthz now says 503): %s", e)
+            raise
         if logits.ndim != 2 or logits.shape[0] != n:
             raise InferenceFailed(f"model returned shape {logits.shape} for a batch of {n}")
         return logits.astype(np.float32, copy=False)

@@ -90,7 +90,8 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # "ok", or "device_failed" (503): the process must be restarted
+    reasons: dict[str, str] = {}
 
 
 class Readiness(BaseModel):

@@ -56,7 +56,13 @@ class ServiceState:
 
     @property
     def all_ready(self) -> bool:
-        return bool(self.models) and all(e.state is ModelState.READY for e in self.models.values())
+        models = self.models.values()
+        return bool(self.models) and all(e.state is ModelState.READY for e in models) and not self.device_errors
+
+    @property
+    def device_errors(self) -> dict[str, str]:
+        """Models whose GPU failed (service/engine.py, `is_device_failure`): only a restart brings them back."""
+        return {name: e.engine.device_error for name, e in self.models.items() if e.engine and e.engine.device_error}
 
 
 async def get_state(request: Request) -> ServiceState:

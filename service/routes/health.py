@@ -1,4 +1,4 @@
-"""`GET /healthz` (the process is alive), `GET /readyz` (every model is ready), `GET /metrics`.
+"""`GET /healthz` (the process is alive and its GPU works), `GET /readyz` (every model is ready), `GET /metrics`.
 
 The probes answer HEAD as well as GET: some load balancers and uptime checkers send HEAD."""
 
@@ -14,9 +14,13 @@ from service.state import ServiceState, get_state
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health)
-async def healthz() -> Health:
-    return Health(status="ok")
+@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Health}})
+async def healthz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
+    """200 while the process can serve; 503 once a model's GPU has failed (a lost CUDA context does not come
+    back), so that a liveness probe restarts the process instead of letting it answer 500s."""
+    failed = state.device_errors
+    health = Health(status="device_failed", reasons=failed) if failed else Health(status="ok")
+    return JSONResponse(health.model_dump(mode="json", exclude_defaults=True), status_code=503 if failed else 200)
 
 
 @router.api_route("/readyz", methods=["GET", "HEAD"], response_model=Readiness, responses={503: {"model": Readiness}})
@@ -25,7 +29,7 @@ async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResp
     readiness = Readiness(
         ready=state.all_ready,
         models={name: entry.state for name, entry in state.models.items()},
-        reasons={name: entry.reason for name, entry in state.models.items() if entry.reason},
+        reasons={name: entry.reason for name, entry in state.models.items() if entry.reason} | state.device_errors,
     )
     return JSONResponse(readiness.model_dump(mode="json"), status_code=200 if readiness.ready else 503)
 

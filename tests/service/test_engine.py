@@ -294,3 +294,41 @@ def test_onnx_runtime_own_fallback_is_off_so_options_survive_a_failed_provider(r
     e = engine(rgb_path)
     assert made and all(kwargs["enable_fallback"] == 0 for kwargs in made)
     assert e.providers_in_use == [CPU]
+
+
+class LostDevice:
+    """A session on 'CUDA' whose runs fail the way ONNX Runtime reported it on an H100."""
+
+    def __init__(self, session, message: str):
+        self._session, self._message = session, message
+
+    def get_providers(self):
+        return [CUDA, CPU]
+
+    def run(self, *args, **kwargs):
+        raise RuntimeError(self._message)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+@pytest.mark.parametrize(
+    ("message", "lost"),
+    [
+        ("Error in execution: CUDA failure 715: an illegal instruction was encountered ; GPU=0", True),
+        ("CUDNN failure 4000: CUDNN_STATUS_INTERNAL_ERROR", True),
+        ("Got invalid dimensions for input: input", False),
+    ],
+)
+def test_a_failed_gpu_marks_the_engine_for_restart_other_errors_do_not(rgb_path, message, lost):
+    def factory(path, *, sess_options, providers, provider_options):
+        return LostDevice(ort.InferenceSession(path, sess_options=sess_options, providers=[CPU]), message)
+
+    e = engine(rgb_path, providers=[ProviderSpec(CUDA)], session_factory=factory)
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            e.run(x)
+    assert (e.device_error is not None) == lost
+    if lost:
+        assert e.device_error.startswith(message[:20])

@@ -118,3 +118,19 @@ def test_warmup_happens_before_ready(model_repo, monkeypatch):
         wait_ready(client)
         assert client.get("/readyz").status_code == 200
     assert warmed == [[1]]
+
+
+def test_a_failed_gpu_turns_liveness_and_readiness_to_503(model_repo):
+    settings = Settings(model_repository=model_repo, providers=["cpu"], intra_op_threads=1)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        state = client.app.state.service
+        state.models["tiny_rgb"].engine.device_error = "CUDA failure 715: an illegal instruction was encountered"
+        live, ready = client.get("/healthz"), client.get("/readyz")
+        assert live.status_code == 503
+        assert live.json() == {
+            "status": "device_failed",
+            "reasons": {"tiny_rgb": "CUDA failure 715: an illegal instruction was encountered"},
+        }
+        assert ready.status_code == 503 and ready.json()["reasons"]["tiny_rgb"].startswith("CUDA failure 715")
+        assert client.get("/healthz").status_code == 503  # it stays failed: only a restart clears it
