@@ -5,6 +5,7 @@
 #
 # The machine goes back 30 s after a call ends, and with it everything carried: the calls run back to back.
 #
+#   bash loadtest/lent_gpu.sh pieces        # HERE, before the first call: .gpu1 ... .gpu4 (about 5 minutes)
 #   bash loadtest/lent_gpu.sh receive N     # copy piece N to /tmp/gpu
 #   bash loadtest/lent_gpu.sh prepare       # install pydantic (with piece 1); export the models in the background
 #   bash loadtest/lent_gpu.sh install       # join the onnxruntime-gpu pieces into /tmp/site; wait for the export
@@ -20,7 +21,36 @@ MODELS=resnet50,mobilenet_v2,vit_b_16,convnext_tiny
 
 with_site() { PYTHONPATH="$SITE:$PWD" "$@"; }
 
+download() { # wheels for the machine's Python 3.12 into folder $1
+	local folder=$1
+	shift
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d "$folder" "$@"
+}
+
 case "$1" in
+pieces)
+	# onnxruntime-gpu unpacked and xz-compressed (255 MB -> 204 MB): four pieces of at most 55 MB, each under
+	# the 64 MiB a call carries with the working tree. What the export needs (pydantic) rides with piece 1,
+	# the service's other wheels (versions as in .venv) with piece 4.
+	tmp=$(mktemp -d)
+	download "$tmp" onnxruntime-gpu==1.31.1
+	mkdir "$tmp/x" && (cd "$tmp/x" && python3 -m zipfile -e "$tmp"/onnxruntime_gpu-*.whl .)
+	tar -C "$tmp/x" -cf - . | xz -T0 -6 > "$tmp/ort.tar.xz"
+	split -b 55000000 -d -a 1 "$tmp/ort.tar.xz" "$tmp/ort.tar.xz."
+	rm -rf .gpu1 .gpu2 .gpu3 .gpu4 && mkdir .gpu1 .gpu2 .gpu3 .gpu4
+	for i in 0 1 2 3; do mv "$tmp/ort.tar.xz.$i" ".gpu$((i + 1))/"; done
+	version() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))"; }
+	for name in pydantic pydantic-core pydantic-settings python-dotenv annotated-types typing-inspection \
+		typing-extensions; do download .gpu1 "$name==$(version "$name")"; done
+	for name in fastapi starlette uvicorn python-multipart httptools pillow anyio annotated-doc opentelemetry-api; do
+		download .gpu4 "$name==$(version "$name")"
+	done
+	download .gpu4 importlib-metadata==10.2.0 zipp==4.1.2 # opentelemetry-api's, not in .venv
+	rm -rf "$tmp"
+	du -sh .gpu*
+	;;
 receive)
 	mkdir -p /tmp/gpu
 	cp ".gpu$2"/* /tmp/gpu/
