@@ -32,10 +32,10 @@ from loadtest.gpu import GpuMonitor, gpu_info
 from loadtest.images import photo_jpegs
 from loadtest.measure import decode_rates, device_points, http_point, raw_point
 from loadtest.server import ROOT, cpu_seconds, running_service
-from service.app import build_engine, effective_batching, gpu_options
+from service.app import build_engine, effective_batching, session_providers
 from service.config import Settings, usable_cores
-from service.engine import CPU, GRAPH_OPTIONS, open_session, preload_gpu_libraries, provider_specs, resolve_providers
-from service.preprocess import ImageLimits, Preprocessor
+from service.engine import CPU, cuda_graphs_in_use, open_session
+from service.preprocess import Preprocessor
 from service.repository import ModelSource, load_source
 
 CONCURRENCY = (1, 4, 16, 64)
@@ -65,7 +65,7 @@ def preprocess_photos(source: ModelSource, jpegs: list[bytes], rounds: int = 5) 
     """The photos as the model's input tensors, and the median milliseconds one took to decode and
     preprocess on one thread (over `rounds` passes)."""
     config = source.config
-    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
+    preprocess = Preprocessor.for_model(config, Settings())
     times = []
     for _ in range(rounds):
         tensors = []
@@ -104,18 +104,10 @@ def bench_device(
     """On a GPU, the session alone with inputs on the device (loadtest/measure.py, `device_points`), built
     with the service's provider options, CUDA graphs asked for unless `graphs` is False. None on CPU."""
     settings = Settings(cuda_graphs=graphs)
-    providers = [p for p in resolve_providers(settings.providers, ort.get_available_providers()) if p != CPU]
-    if not providers:
-        return None
-    preload_gpu_libraries(providers)
     config = source.config
-    specs = provider_specs(
-        providers,
-        input_spec=config.input,
-        max_batch_size=max(sizes),
-        opt_batch_size=max(sizes),
-        gpu=gpu_options(settings),
-    )
+    specs = [p for p in session_providers(config, settings, max(sizes), max(sizes)) if p.name != CPU]
+    if not specs:
+        return None
     session, used = open_session(source.onnx_path, specs)
     running_on = session.get_providers()[0]
     if running_on == CPU:
@@ -127,7 +119,7 @@ def bench_device(
         seconds,
         output_row_shape=tuple(config.output.shape[1:]),
         output_dtype=np.dtype(config.output.dtype),
-        graphs=running_on == used.name and GRAPH_OPTIONS.get(used.name) in used.options,
+        graphs=cuda_graphs_in_use(session, used),
         device_id=settings.device_id,
     )
     return {"provider": running_on, "points": points}

@@ -27,7 +27,7 @@ from loadtest.images import photo_jpegs
 from service.app import build_engine, effective_batching, warmup_batch_sizes
 from service.config import Settings
 from service.engine import CPU, Engine
-from service.preprocess import ImageLimits, Preprocessor, configure_pillow
+from service.preprocess import Preprocessor, configure_pillow
 from service.repository import ModelSource, load_source
 
 FP32_MAX_RELATIVE_ERROR = 1e-3
@@ -37,7 +37,7 @@ IN_FLIGHT_ROUNDS = 20
 
 def photos(source: ModelSource) -> np.ndarray:
     config = source.config
-    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
+    preprocess = Preprocessor.for_model(config, Settings())
     return np.stack([preprocess(data) for name, data in photo_jpegs().items() if name.endswith("@320")])
 
 

@@ -6,6 +6,7 @@ import itertools
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -13,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.engine import Engine
+from service.io_binding import GRAPH_ID
 
 MAX_STRETCH = 4  # an HTTP point may run up to this many times its budget to reach a steady state
 
@@ -28,17 +30,22 @@ def process_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def raw_point(engine: Engine, tensors: list[np.ndarray], batch_size: int, seconds: float) -> dict:
-    """`engine.run` back to back on one preprocessed batch for `seconds` (at least 3 runs)."""
-    batch = np.stack([tensors[i % len(tensors)] for i in range(batch_size)])  # (N, C, H, W)
-    engine.run(batch)
+def timed_runs(run: Callable[[], object], seconds: float) -> tuple[list[float], float]:
+    """`run()` back to back for `seconds` (at least 3 times): each run's seconds, and the seconds in all."""
     latencies = []
     start = time.perf_counter()
     while len(latencies) < 3 or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
-        engine.run(batch)
+        run()
         latencies.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - start
+    return latencies, time.perf_counter() - start
+
+
+def raw_point(engine: Engine, tensors: list[np.ndarray], batch_size: int, seconds: float) -> dict:
+    """`engine.run` back to back on one preprocessed batch for `seconds` (at least 3 runs)."""
+    batch = np.stack([tensors[i % len(tensors)] for i in range(batch_size)])  # (N, C, H, W)
+    engine.run(batch)
+    latencies, elapsed = timed_runs(lambda: engine.run(batch), seconds)
     return {
         "batch_size": batch_size,
         "runs": len(latencies),
@@ -124,19 +131,6 @@ def http_point(base_url: str, model: str, jpegs: list[bytes], concurrency: int, 
     }
 
 
-GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option: which captured CUDA graph to replay, -1 none
-
-
-def _timed_runs(run, seconds: float) -> list[float]:
-    latencies = []
-    start = time.perf_counter()
-    while len(latencies) < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        run()
-        latencies.append(time.perf_counter() - t0)
-    return latencies
-
-
 def device_points(
     session: ort.InferenceSession,
     tensors: list[np.ndarray],
@@ -173,12 +167,12 @@ def device_points(
             for _ in range(3):  # warm-up; with a graph id, ONNX Runtime captures during these
                 run()
             logits = y.numpy().astype(np.float32)
-            latencies = _timed_runs(run, seconds)
+            latencies, elapsed = timed_runs(run, seconds)
             point = {
                 "batch_size": n,
                 "cuda_graph": captured,
                 "runs": len(latencies),
-                "images_per_s": n * len(latencies) / sum(latencies),
+                "images_per_s": n * len(latencies) / elapsed,
                 **percentiles_ms(latencies),
             }
             if captured:
@@ -199,12 +193,12 @@ def _decode_loop(preprocess, jpegs: list[bytes], seconds: float) -> tuple[int, f
 def _decode_process(args) -> tuple[int, float]:
     repository, model, jpegs, seconds = args
     from service.config import Settings
-    from service.preprocess import ImageLimits, Preprocessor, configure_pillow
+    from service.preprocess import Preprocessor, configure_pillow
     from service.repository import load_source
 
     configure_pillow()
     config = load_source(repository, model).config
-    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
+    preprocess = Preprocessor.for_model(config, Settings())
     return _decode_loop(preprocess, jpegs, seconds)
 
 
@@ -216,7 +210,7 @@ def decode_rates(repository, model: str, jpegs: list[bytes], cores: int, seconds
     from multiprocessing import get_context
 
     from service.config import Settings
-    from service.preprocess import ImageLimits, Preprocessor
+    from service.preprocess import Preprocessor
     from service.repository import load_source
 
     def rate(results) -> float:
@@ -226,7 +220,7 @@ def decode_rates(repository, model: str, jpegs: list[bytes], cores: int, seconds
         one = rate(pool.map(_decode_process, [(repository, model, jpegs, seconds)]))
         every = rate(pool.map(_decode_process, [(repository, model, jpegs, seconds)] * cores, chunksize=1))
     config = load_source(repository, model).config
-    preprocess = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(Settings()))
+    preprocess = Preprocessor.for_model(config, Settings())
     with ThreadPoolExecutor(cores) as threads:
         threaded = rate(threads.map(lambda _: _decode_loop(preprocess, jpegs, seconds), range(cores)))
     return {

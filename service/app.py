@@ -25,11 +25,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.batcher import DynamicBatcher
 from service.config import Settings
 from service.decode_pool import DecodePool
-from service.engine import CPU, Engine, GpuOptions, preload_gpu_libraries, provider_specs, resolve_providers
+from service.engine import (
+    CPU,
+    Engine,
+    GpuOptions,
+    ProviderSpec,
+    preload_gpu_libraries,
+    provider_specs,
+    resolve_providers,
+)
 from service.errors import ServiceError, error_body
 from service.metrics import Metrics
-from service.model_config import Batching
-from service.preprocess import ImageLimits, Preprocessor, configure_pillow
+from service.model_config import Batching, ModelConfig
+from service.preprocess import Preprocessor, configure_pillow
 from service.repository import ModelSource, RepositoryError, list_models, load_source
 from service.routes import classify, health, models
 from service.runtime import trim_periodically
@@ -74,18 +82,27 @@ def warmup_batch_sizes(batching: BatchingInfo, on_gpu: bool = True) -> list[int]
     return sorted({1, *batching.preferred_batch_sizes, *powers, batching.max_batch_size})
 
 
+def session_providers(
+    config: ModelConfig, settings: Settings, max_batch_size: int, opt_batch_size: int
+) -> list[ProviderSpec]:
+    """The providers the settings ask for that this ONNX Runtime has, with their options; the GPU
+    libraries loaded if one of them needs them."""
+    providers = resolve_providers(settings.providers, ort.get_available_providers())
+    preload_gpu_libraries(providers)
+    return provider_specs(
+        providers,
+        input_spec=config.input,
+        max_batch_size=max_batch_size,
+        opt_batch_size=opt_batch_size,
+        gpu=gpu_options(settings),
+    )
+
+
 def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo) -> Engine:
     """The session for one model, with the providers and thread options the settings ask for."""
     config = source.config
-    providers = resolve_providers(settings.providers, ort.get_available_providers())
-    preload_gpu_libraries(providers)
-    specs = provider_specs(
-        providers,
-        input_spec=config.input,
-        max_batch_size=batching.max_batch_size,
-        opt_batch_size=max(batching.preferred_batch_sizes, default=batching.max_batch_size),
-        gpu=gpu_options(settings),
-    )
+    opt_batch = max(batching.preferred_batch_sizes, default=batching.max_batch_size)
+    specs = session_providers(config, settings, batching.max_batch_size, opt_batch)
     return Engine(
         source.onnx_path,
         input_spec=config.input,
@@ -93,7 +110,7 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
         providers=specs,
         intra_op_threads=settings.intra_op_threads,
         spinning=settings.intra_op_spinning,
-        io_binding=settings.io_binding and any(p != CPU for p in providers),
+        io_binding=settings.io_binding and any(p.name != CPU for p in specs),
         device_id=settings.device_id,
         bucket_sizes=warmup_batch_sizes(batching),
     )
@@ -119,7 +136,7 @@ def load_model(entry: ModelEntry, settings: Settings) -> None:
     entry.load_seconds = {"session": built - started, "warmup": time.perf_counter() - built}
     entry.source = source
     entry.batching = batching
-    entry.preprocessor = Preprocessor(config.preprocessing, config.input, limits=ImageLimits.from_settings(settings))
+    entry.preprocessor = Preprocessor.for_model(config, settings)
     entry.engine = engine
 
 

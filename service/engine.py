@@ -195,6 +195,12 @@ def open_session(
                 candidates = candidates[1:]
 
 
+def cuda_graphs_in_use(session: ort.InferenceSession, used: ProviderSpec) -> bool:
+    """Whether `session` (opened with `used`, see open_session) runs on that provider with CUDA graphs asked
+    for: ONNX Runtime may itself have fallen back to CPU."""
+    return session.get_providers()[0] == used.name and GRAPH_OPTIONS.get(used.name) in used.options
+
+
 class Engine:
     """An InferenceSession; if a provider fails to initialize, retries without it, down to CPU.
 
@@ -233,7 +239,6 @@ class Engine:
         if io_binding:
             running_on = self._session.get_providers()[0]  # ONNX Runtime may itself have fallen back to CPU
             on_gpu = running_on != CPU
-            graphs = running_on == used.name and GRAPH_OPTIONS.get(used.name) in used.options
             self._bound = BoundRunner(
                 self._session,
                 input_name=input_spec.name,
@@ -246,12 +251,12 @@ class Engine:
                 device_id=device_id if on_gpu else 0,
                 pinned=pinned_memory(running_on) if on_gpu else None,
                 bucket_sizes=bucket_sizes if on_gpu else (),
-                graphs=graphs,
+                graphs=cuda_graphs_in_use(self._session, used),
             )
             log.info(
                 "%s: I/O binding, %s staging, batches padded to %s, CUDA graphs %s",
                 path,
-                "pinned" if self._bound.pinned else "pageable",
+                self.staging,
                 self._bound.bucket_sizes or "no bucket",
                 "captured for each" if self._bound.graph_batch_sizes else "off",
             )

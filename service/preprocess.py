@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from service.config import Settings
 from service.errors import AspectRatioTooLarge, ImageTooLarge, InvalidImage, UnsupportedMediaType, shorten
-from service.model_config import Preprocessing, TensorSpec
+from service.model_config import ModelConfig, Preprocessing, TensorSpec
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 _RESAMPLE = {
@@ -95,6 +95,10 @@ class Preprocessor:
         channels = 3 if pre.color_mode == "RGB" else 1
         self.mean = np.asarray(pre.mean, dtype=np.float32).reshape(channels, 1, 1)
         self.std = np.asarray(pre.std, dtype=np.float32).reshape(channels, 1, 1)
+
+    @classmethod
+    def for_model(cls, config: ModelConfig, settings: Settings) -> "Preprocessor":
+        return cls(config.preprocessing, config.input, limits=ImageLimits.from_settings(settings))
 
     def __call__(self, data: bytes) -> np.ndarray:
         return self.finish(self.to_pixels(self.open(data)))
