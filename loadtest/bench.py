@@ -32,10 +32,10 @@ from loadtest.gpu import GpuMonitor, gpu_info
 from loadtest.images import photo_jpegs
 from loadtest.measure import decode_rates, device_points, http_point, raw_point
 from loadtest.server import ROOT, cpu_seconds, running_service
-from service.app import build_engine, effective_batching, session_providers
 from service.config import Settings, usable_cores
-from service.engine import CPU, cuda_graphs_in_use, open_session
-from service.preprocess import Preprocessor
+from service.engine.loader import build_engine, effective_batching, session_providers
+from service.engine.session import CPU, cuda_graphs_in_use, open_session
+from service.frontend.preprocess import Preprocessor
 from service.repository import ModelSource, load_source
 
 CONCURRENCY = (1, 4, 16, 64)

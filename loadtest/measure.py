@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
-from service.engine import Engine
-from service.io_binding import GRAPH_ID
+from service.engine.io_binding import GRAPH_ID
+from service.engine.session import Engine
 
 MAX_STRETCH = 4  # an HTTP point may run up to this many times its budget to reach a steady state
 
@@ -193,7 +193,7 @@ def _decode_loop(preprocess, jpegs: list[bytes], seconds: float) -> tuple[int, f
 def _decode_process(args) -> tuple[int, float]:
     repository, model, jpegs, seconds = args
     from service.config import Settings
-    from service.preprocess import Preprocessor, configure_pillow
+    from service.frontend.preprocess import Preprocessor, configure_pillow
     from service.repository import load_source
 
     configure_pillow()
@@ -210,7 +210,7 @@ def decode_rates(repository, model: str, jpegs: list[bytes], cores: int, seconds
     from multiprocessing import get_context
 
     from service.config import Settings
-    from service.preprocess import Preprocessor
+    from service.frontend.preprocess import Preprocessor
     from service.repository import load_source
 
     def rate(results) -> float:

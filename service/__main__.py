@@ -5,7 +5,7 @@ import logging
 
 from service.app import create_app
 from service.config import Settings
-from service.http_server import HttpLimits, serve
+from service.frontend.http_server import HttpLimits, serve
 from service.metrics import Metrics
 from service.runtime import tune_process
 

@@ -13,8 +13,8 @@ from export.to_onnx import main as export_main
 from models import get_model
 from service.app import create_app
 from service.config import Settings
+from service.frontend.preprocess import ImageLimits, Preprocessor
 from service.model_config import ModelConfig
-from service.preprocess import ImageLimits, Preprocessor
 from tests.models.deterministic import fill_state_dict
 from tests.service.conftest import wait_ready
 

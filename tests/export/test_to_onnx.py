@@ -11,8 +11,8 @@ from export.to_onnx import main, resolve_names
 from export.weights import RandomWeightsWarning
 from models import get_model
 from service.config import Settings
+from service.frontend.preprocess import ImageLimits, Preprocessor
 from service.model_config import ModelConfig
-from service.preprocess import ImageLimits, Preprocessor
 from tests.service.conftest import image_bytes
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from loadtest import attack, hostile
-from service.request_body import multipart_images
+from service.frontend.request_body import multipart_images
 from tests.service.conftest import write_gray, write_rgb
 
 

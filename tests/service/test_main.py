@@ -1,7 +1,7 @@
 import uvicorn
 
 import service.__main__ as main_module
-from service.http_server import GuardedHttpProtocol
+from service.frontend.http_server import GuardedHttpProtocol
 
 
 def capture_config(monkeypatch) -> dict:

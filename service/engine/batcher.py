@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull, ServiceError
+from service.status import ImageResult
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,6 @@ DRAIN_WINDOW_S = 10.0
 LATENCY_SMOOTHING = 0.2  # weight of the newest batch in the running average of its size's latency
 IDLE_TRIM_S = 2.0
 LATENCY_MEMORY_S = 10.0  # a size not run for this long is forgotten, so one slow batch cannot refuse work forever
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    output: np.ndarray  # this item's row of the batch output
-    queue_ms: float
-    inference_ms: float
-    batch_size: int
 
 
 class BatchLatency:
@@ -80,6 +73,7 @@ class _Pending:
     future: asyncio.Future
     enqueued_at: float  # time.monotonic()
     deadline: float | None  # time.monotonic(); None waits forever
+    on_release: Callable[[], None] | None  # called once the batcher no longer reads `array`
 
 
 class DynamicBatcher:
@@ -142,17 +136,25 @@ class DynamicBatcher:
                 retry_after=self.retry_after(n),
             )
 
-    def enqueue(self, arrays: Sequence[np.ndarray], deadline: float | None = None) -> list[asyncio.Future]:
-        """Queue one item per array, all or none; returns their futures (awaiting gives a BatchResult)."""
+    def enqueue(
+        self,
+        arrays: Sequence[np.ndarray],
+        deadline: float | None = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> list[asyncio.Future]:
+        """Queue one item per array, all or none; returns their futures (awaiting gives an ImageResult).
+        `on_release` is called once per item when the batcher is done with its array: after its batch ran,
+        or when it was dropped (cancelled, or past its deadline). A cancelled future alone does not say that:
+        its item may be in a batch that is running."""
         self.admit(len(arrays))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        items = [_Pending(a, loop.create_future(), now, deadline) for a in arrays]
+        items = [_Pending(a, loop.create_future(), now, deadline, on_release) for a in arrays]
         self._queue.extend(items)
         self._arrived.set()
         return [item.future for item in items]
 
-    async def submit(self, array: np.ndarray, deadline: float | None = None) -> BatchResult:
+    async def submit(self, array: np.ndarray, deadline: float | None = None) -> ImageResult:
         (future,) = self.enqueue([array], deadline)
         return await future
 
@@ -238,6 +240,7 @@ class DynamicBatcher:
         alive = deque()
         for item in self._queue:
             if item.future.done():
+                _release(item)
                 continue
             if item.deadline is not None and now + needs >= item.deadline:
                 waited_ms, left_ms = (now - item.enqueued_at) * 1000, (item.deadline - now) * 1000
@@ -245,6 +248,7 @@ class DynamicBatcher:
                 if left_ms > 0:
                     message = f"{left_ms:.0f} ms to the deadline and a batch takes about {needs * 1000:.0f} ms"
                 item.future.set_exception(DeadlineExceeded(message + "; not run"))
+                _release(item)
                 continue
             alive.append(item)
         self._queue = alive
@@ -289,7 +293,7 @@ class DynamicBatcher:
             for item, row in zip(items, output, strict=True):
                 if not item.future.done():
                     queue_ms = (started - item.enqueued_at) * 1000
-                    item.future.set_result(BatchResult(row, queue_ms, inference_ms, len(items)))
+                    item.future.set_result(ImageResult(row, queue_ms, inference_ms, len(items)))
             self._completed.append((finished, len(items)))
             self.latency.observe(len(items), finished - started)
             if self._on_batch is not None:
@@ -309,4 +313,11 @@ class DynamicBatcher:
                     item.future.set_exception(ModelNotReady(f"model {self.name!r} is shutting down"))
             raise
         finally:
+            for item in items:
+                _release(item)
             self._slots.release()
+
+
+def _release(item: _Pending) -> None:
+    if item.on_release is not None:
+        item.on_release()

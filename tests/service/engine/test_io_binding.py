@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.io_binding import GRAPH_ID, BoundRunner, HostBuffer, pinned_memory
+from service.engine.io_binding import GRAPH_ID, BoundRunner, HostBuffer, pinned_memory
 
 SAMPLE = (3, 16, 16)
 

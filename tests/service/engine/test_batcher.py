@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-import service.batcher
-from service.batcher import LATENCY_MEMORY_S, LATENCY_SMOOTHING, BatchLatency, DynamicBatcher
-from service.engine import Engine, ProviderSpec
+import service.engine.batcher
+from service.engine.batcher import LATENCY_MEMORY_S, LATENCY_SMOOTHING, BatchLatency, DynamicBatcher
+from service.engine.session import Engine, ProviderSpec
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull
 from service.model_config import TensorSpec
 
@@ -313,7 +313,7 @@ def test_items_that_cannot_finish_before_their_deadline_are_not_run():
 
 
 def test_the_idle_hook_runs_once_a_model_falls_idle_after_batches_larger_than_one(monkeypatch):
-    monkeypatch.setattr(service.batcher, "IDLE_TRIM_S", 0.05)
+    monkeypatch.setattr(service.engine.batcher, "IDLE_TRIM_S", 0.05)
 
     async def main():
         engine, idled = FakeEngine(), []

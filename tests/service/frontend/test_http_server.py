@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from service.http_server import HttpLimits, protocol_factory
+from service.frontend.http_server import HttpLimits, protocol_factory
 
 LIMITS = dict(
     max_header_bytes=4096,

@@ -8,8 +8,7 @@ from PIL import Image, ImageFile, PngImagePlugin
 from PIL.JpegImagePlugin import JpegImageFile
 
 from service.errors import AspectRatioTooLarge, ImageTooLarge, InvalidImage, ServiceError, UnsupportedMediaType
-from service.model_config import Preprocessing, TensorSpec
-from service.preprocess import (
+from service.frontend.preprocess import (
     EXACT_MAX_ASPECT,
     ImageLimits,
     Preprocessor,
@@ -17,6 +16,7 @@ from service.preprocess import (
     configure_pillow,
     resized_size,
 )
+from service.model_config import Preprocessing, TensorSpec
 from tests.service.conftest import IMAGENET_MEAN, IMAGENET_STD, image_bytes
 
 

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from service.decode_pool import LARGE_LANE_NICENESS, DecodePool, Lane
 from service.errors import DeadlineExceeded, DecoderBusy, InvalidImage
+from service.frontend.decode_pool import LARGE_LANE_NICENESS, DecodePool, Lane
 from tests.service.conftest import image_bytes
-from tests.service.test_preprocess import make
+from tests.service.frontend.test_preprocess import make
 
 FAR = float("inf")
 
@@ -34,8 +34,8 @@ class Gate:
         assert self.open_event.wait(10)
         return self.inner.to_pixels(image)
 
-    def finish(self, pixels):
-        return self.inner.finish(pixels)
+    def finish(self, pixels, out=None):
+        return self.inner.finish(pixels, out)
 
 
 def test_small_and_large_images_are_decoded_in_their_lanes():

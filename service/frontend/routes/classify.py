@@ -1,21 +1,20 @@
-"""`POST /v1/classify?model=NAME&top_k=K&timeout_ms=T`: read the body, check the queue has room, decode
-every image, queue, answer; if the client leaves meanwhile, its work is cancelled.
+"""`POST /v1/classify?model=NAME&top_k=K&timeout_ms=T`: read the body, reserve room for its images, decode
+them, hand them to the models, answer; if the client leaves meanwhile, its work is cancelled.
 
 The body is one raw image (image/* or application/octet-stream), multipart/form-data with one or
-more files, or JSON `{"images": ["<base64>", ...]}` (service/request_body.py).
+more files, or JSON `{"images": ["<base64>", ...]}` (service/frontend/request_body.py).
 """
 
-import asyncio
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from service.batcher import BatchResult
 from service.errors import DeadlineExceeded, InvalidArgument
-from service.request_body import read_images, unless_disconnected
+from service.frontend.request_body import read_images, unless_disconnected
 from service.schemas import ClassifyResponse, ErrorResponse, ImageResult, Prediction, Timing
-from service.state import ModelEntry, ServiceState, get_state
+from service.state import ServiceState, get_state
+from service.status import ModelStatus, Reservation, require
 
 router = APIRouter(tags=["classify"])
 
@@ -39,7 +38,7 @@ async def classify(
 ) -> ClassifyResponse:
     received = time.monotonic()
     settings = state.settings
-    entry = state.ready(model)
+    status = require(state.models.statuses(), model)
     k = settings.default_top_k if top_k is None else top_k
     if k > settings.max_top_k:
         raise InvalidArgument(f"top_k must be between 1 and {settings.max_top_k}, got {k}")
@@ -50,26 +49,34 @@ async def classify(
     images = await read_images(
         request, max_bytes=settings.max_request_bytes, max_images=settings.max_images_per_request
     )
-    entry.batcher.admit(len(images))  # shed before decoding; enqueue checks again after
-    return await unless_disconnected(request, _answer(state, entry, images, deadline, k))
+    reservation = state.models.reserve(status, len(images))  # shed before decoding
+    try:
+        return await unless_disconnected(request, _answer(state, status, reservation, images, deadline, k))
+    finally:
+        reservation.release()
 
 
 async def _answer(
-    state: ServiceState, entry: ModelEntry, images: list[tuple[str, bytes]], deadline: float, k: int
+    state: ServiceState,
+    status: ModelStatus,
+    reservation: Reservation,
+    images: list[tuple[str, bytes]],
+    deadline: float,
+    k: int,
 ) -> ClassifyResponse:
-    decoded = await state.decode_pool.decode(images, entry.preprocessor, deadline)
+    decoded = await state.decode_pool.decode(images, state.preprocessor(status), deadline, reservation.buffers)
     for d in decoded:
         state.metrics.decode_time.labels(d.lane).observe(d.decode_ms / 1000)
     if time.monotonic() >= deadline:
         raise DeadlineExceeded("deadline passed while decoding")
-    results = await wait_all(entry.batcher.enqueue([d.array for d in decoded], deadline), deadline)
+    results = await state.models.infer(status, reservation, [d.array for d in decoded], deadline)
 
-    queue_time = state.metrics.queue_time.labels(entry.name)
+    queue_time = state.metrics.queue_time.labels(status.name)
     for r in results:
         queue_time.observe(r.queue_ms / 1000)
-    source = entry.source
+    source = status.source
     return ClassifyResponse(
-        model=entry.name,
+        model=status.name,
         version=source.version,
         weights=source.config.versions[source.version].weights,
         results=[
@@ -81,24 +88,3 @@ async def _answer(
             for r, d in zip(results, decoded, strict=True)
         ],
     )
-
-
-async def wait_all(futures: list[asyncio.Future], deadline: float) -> list[BatchResult]:
-    """Every result, or the first error; on any way out (a cancelled request too), unfinished futures are
-    cancelled and the batcher skips them. `asyncio.wait`, not `wait_for(gather(...))`: cancelled, the latter
-    leaves a gather whose CancelledError nobody retrieves, and asyncio logs it as an error."""
-    try:
-        timeout = max(0.0, deadline - time.monotonic())
-        done, pending = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
-            raise failed.exception()
-        if pending:
-            raise DeadlineExceeded("deadline passed before the results were ready")
-        return [f.result() for f in futures]
-    finally:
-        for future in futures:
-            if not future.done():
-                future.cancel()
-            elif not future.cancelled():
-                future.exception()  # mark as retrieved: no "exception was never retrieved" noise

@@ -4,9 +4,15 @@ import json
 
 import pytest
 
-import service.request_body as request_body
+import service.frontend.request_body as request_body
 from service.errors import BadRequest, TooManyImages, UnsupportedMediaType
-from service.request_body import EXTRA_FORM_FIELDS, base64_images, multipart_images, split_body, unless_disconnected
+from service.frontend.request_body import (
+    EXTRA_FORM_FIELDS,
+    base64_images,
+    multipart_images,
+    split_body,
+    unless_disconnected,
+)
 from tests.service.conftest import image_bytes
 
 BOUNDARY = "b0undary"

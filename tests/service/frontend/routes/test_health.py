@@ -4,8 +4,8 @@ import time
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-import service.app
-import service.engine
+import service.engine.loader
+import service.engine.session
 from service.app import create_app
 from service.config import Settings
 from tests.service.conftest import image_bytes, wait_ready, write_rgb
@@ -23,13 +23,13 @@ def test_probes_answer_head(client):
 
 def test_readyz_reports_loading_then_ready(model_repo, monkeypatch):
     gate = threading.Event()
-    load = service.app.load_model
+    load = service.engine.loader._build_and_warm
 
-    def slow_load(entry, settings):
+    def slow_load(name, settings):
         gate.wait(30)
-        load(entry, settings)
+        return load(name, settings)
 
-    monkeypatch.setattr(service.app, "load_model", slow_load)
+    monkeypatch.setattr(service.engine.loader, "_build_and_warm", slow_load)
     settings = Settings(model_repository=model_repo, providers=["cpu"], intra_op_threads=1)
     with TestClient(create_app(settings)) as client:
         response = client.get("/readyz")
@@ -78,13 +78,13 @@ def test_metrics(client):
 
 
 def test_model_load_time_is_reported_by_phase(make_client, monkeypatch):
-    warmup = service.engine.Engine.warmup
+    warmup = service.engine.session.Engine.warmup
 
     def slow_warmup(self, batch_sizes):
         time.sleep(0.3)
         warmup(self, batch_sizes)
 
-    monkeypatch.setattr(service.engine.Engine, "warmup", slow_warmup)
+    monkeypatch.setattr(service.engine.session.Engine, "warmup", slow_warmup)
     text = make_client().get("/metrics").text
     (family,) = [f for f in text_string_to_metric_families(text) if f.name == "cnnserve_model_load_seconds"]
     seconds = {(s.labels["model"], s.labels["phase"]): s.value for s in family.samples}
@@ -97,14 +97,14 @@ def test_warmup_happens_before_ready(model_repo, monkeypatch):
     """Warm-up is where TensorRT builds (or loads) its engines: all of it happens before /readyz says 200.
     On CPU it is batch 1 only (the sizes a GPU warms are tested in tests/service/test_app.py)."""
     gate, warmed = threading.Event(), []
-    warmup = service.engine.Engine.warmup
+    warmup = service.engine.session.Engine.warmup
 
     def gated_warmup(self, batch_sizes):
         gate.wait(30)
         warmed.append(sorted(set(batch_sizes)))
         warmup(self, batch_sizes)
 
-    monkeypatch.setattr(service.engine.Engine, "warmup", gated_warmup)
+    monkeypatch.setattr(service.engine.session.Engine, "warmup", gated_warmup)
     settings = Settings(
         model_repository=model_repo,
         models=["tiny_rgb"],
@@ -125,7 +125,7 @@ def test_a_failed_gpu_turns_liveness_and_readiness_to_503(model_repo):
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         state = client.app.state.service
-        state.models["tiny_rgb"].engine.device_error = "CUDA failure 715: an illegal instruction was encountered"
+        state.models.loaded["tiny_rgb"].engine.device_error = "CUDA failure 715: an illegal instruction was encountered"
         live, ready = client.get("/healthz"), client.get("/readyz")
         assert live.status_code == 503
         assert live.json() == {

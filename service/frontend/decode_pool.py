@@ -1,7 +1,7 @@
 """Where images are decoded: two lanes of threads with bounded backlogs, so no request costs more than
 its share.
 
-Every image starts in the small lane, where its header is read and checked (service/preprocess.py).
+Every image starts in the small lane, where its header is read and checked (service/frontend/preprocess.py).
 One that decodes to at most `large_pixels` is decoded there and then; a larger one (a 16-megapixel
 PNG costs hundreds of milliseconds) moves to the large lane. Each lane has its own threads, the large
 lane half as many and at a lower scheduling priority, so a flood of large images takes at most half
@@ -28,7 +28,7 @@ from PIL import Image
 
 from service.config import Settings, usable_cores
 from service.errors import DeadlineExceeded, DecoderBusy, ServiceError
-from service.preprocess import Preprocessor
+from service.frontend.preprocess import Preprocessor
 
 LARGE_LANE_NICENESS = 10  # the large lane's threads yield the CPU to the event loop, small images and inference
 
@@ -103,13 +103,20 @@ def _check_deadline(deadline: float) -> None:
 
 
 def _decode(
-    preprocessor: Preprocessor, image: Image.Image, started: float, lane: str, header_ms: float = 0.0
+    preprocessor: Preprocessor,
+    image: Image.Image,
+    started: float,
+    lane: str,
+    out: np.ndarray | None,
+    header_ms: float = 0.0,
 ) -> Decoded:
-    array = preprocessor.finish(preprocessor.to_pixels(image))
+    array = preprocessor.finish(preprocessor.to_pixels(image), out)
     return Decoded(array, (time.perf_counter() - started) * 1000 + header_ms, lane)
 
 
-def _open_or_decode(preprocessor: Preprocessor, data: bytes, deadline: float, large_pixels: int) -> Decoded | _Opened:
+def _open_or_decode(
+    preprocessor: Preprocessor, data: bytes, deadline: float, large_pixels: int, out: np.ndarray | None
+) -> Decoded | _Opened:
     """Small lane: check the header, then decode here unless the image is large."""
     _check_deadline(deadline)
     started = time.perf_counter()
@@ -117,13 +124,13 @@ def _open_or_decode(preprocessor: Preprocessor, data: bytes, deadline: float, la
     width, height = image.size  # as it will be decoded (a JPEG after DCT scaling)
     if width * height > large_pixels:
         return _Opened(image, (time.perf_counter() - started) * 1000)
-    return _decode(preprocessor, image, started, "small")
+    return _decode(preprocessor, image, started, "small", out)
 
 
-def _decode_opened(preprocessor: Preprocessor, opened: _Opened, deadline: float) -> Decoded:
+def _decode_opened(preprocessor: Preprocessor, opened: _Opened, deadline: float, out: np.ndarray | None) -> Decoded:
     """Large lane."""
     _check_deadline(deadline)
-    return _decode(preprocessor, opened.image, time.perf_counter(), "large", opened.header_ms)
+    return _decode(preprocessor, opened.image, time.perf_counter(), "large", out, opened.header_ms)
 
 
 class DecodePool:
@@ -147,20 +154,30 @@ class DecodePool:
         )
 
     async def decode(
-        self, images: Sequence[tuple[str, bytes]], preprocessor: Preprocessor, deadline: float
+        self,
+        images: Sequence[tuple[str, bytes]],
+        preprocessor: Preprocessor,
+        deadline: float,
+        out: Sequence[np.ndarray] | None = None,
     ) -> list[Decoded]:
         """Every image of one request decoded, in order; the first bad image fails the request, by name.
+        `out`: where to write each image's array (shared-memory slots), else new arrays.
         Cancelling the caller cancels every image not yet started."""
+        outs = list(out) if out is not None else [None] * len(images)
         self.small.reserve(len(images))
         results = await _gather(
-            images, [self.small.run(_open_or_decode, preprocessor, d, deadline, self.large_pixels) for _, d in images]
+            images,
+            [
+                self.small.run(_open_or_decode, preprocessor, d, deadline, self.large_pixels, o)
+                for (_, d), o in zip(images, outs, strict=True)
+            ],
         )
         large = [i for i, result in enumerate(results) if isinstance(result, _Opened)]
         if large:
             self.large.reserve(len(large))
             decoded = await _gather(
                 [images[i] for i in large],
-                [self.large.run(_decode_opened, preprocessor, results[i], deadline) for i in large],
+                [self.large.run(_decode_opened, preprocessor, results[i], deadline, outs[i]) for i in large],
             )
             for i, result in zip(large, decoded, strict=True):
                 results[i] = result

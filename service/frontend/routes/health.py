@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from service.metrics import CONTENT_TYPE
 from service.schemas import Health, Readiness
 from service.state import ServiceState, get_state
+from service.status import all_ready, device_errors
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,7 @@ router = APIRouter(tags=["health"])
 async def healthz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
     """200 while the process can serve; 503 once a model's GPU has failed (a lost CUDA context does not come
     back), so that a liveness probe restarts the process instead of letting it answer 500s."""
-    failed = state.device_errors
+    failed = device_errors(await state.models.fresh_statuses())
     health = Health(status="device_failed", reasons=failed) if failed else Health(status="ok")
     return JSONResponse(health.model_dump(mode="json", exclude_defaults=True), status_code=503 if failed else 200)
 
@@ -26,10 +27,11 @@ async def healthz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONRes
 @router.api_route("/readyz", methods=["GET", "HEAD"], response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
     """200 once every configured model is loaded and warmed; 503 with each model's state until then."""
+    statuses = await state.models.fresh_statuses()
     readiness = Readiness(
-        ready=state.all_ready,
-        models={name: entry.state for name, entry in state.models.items()},
-        reasons={name: entry.reason for name, entry in state.models.items() if entry.reason} | state.device_errors,
+        ready=all_ready(statuses),
+        models={name: s.state for name, s in statuses.items()},
+        reasons={name: s.reason for name, s in statuses.items() if s.reason} | device_errors(statuses),
     )
     return JSONResponse(readiness.model_dump(mode="json"), status_code=200 if readiness.ready else 503)
 

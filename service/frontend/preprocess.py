@@ -1,7 +1,7 @@
 """Image bytes to the model's input array, as torchvision's eval transforms do it on PIL images:
 `Resize(resize_size)` (short side), `CenterCrop(crop_size)`, `ToTensor()`, `Normalize(mean, std)`.
 
-Runs in the decode pool (service/decode_pool.py), before anything is queued, so a bad image fails only
+Runs in the decode pool (service/frontend/decode_pool.py), before anything is queued, so a bad image fails only
 its request. What an image may cost is bounded before its pixels are decoded: the header gives its
 size and shape, and a JPEG is decoded at 1/2, 1/4 or 1/8 scale when that is still large enough. The
 resize costs what its output does: for ordinary shapes it is torchvision's, pixel for pixel (the
@@ -103,13 +103,18 @@ class Preprocessor:
     def __call__(self, data: bytes) -> np.ndarray:
         return self.finish(self.to_pixels(self.open(data)))
 
-    def finish(self, pixels: np.ndarray) -> np.ndarray:
-        """(C, H, W) uint8 pixels -> the model's input: as they are when the graph normalizes, else normalized."""
+    def finish(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(C, H, W) uint8 pixels -> the model's input: as they are when the graph normalizes, else normalized.
+        Written into `out` (a shared-memory slot) when given: the engine reads it from there."""
         if self.pre.fused:
-            return pixels
-        x = pixels.astype(np.float32) / np.float32(255.0)
-        x = (x - self.mean) / self.std
-        return x.astype(self.dtype, copy=False)
+            x = pixels
+        else:
+            x = pixels.astype(np.float32) / np.float32(255.0)
+            x = ((x - self.mean) / self.std).astype(self.dtype, copy=False)
+        if out is None:
+            return x
+        np.copyto(out, x)
+        return out
 
     def open(self, data: bytes) -> Image.Image:
         """Identify the format and check the image against the limits from its header; no pixel is decoded.

@@ -1,0 +1,152 @@
+"""A model made ready to run: its session built on the chosen providers, warmed up, and its batcher started,
+as one `LoadedModel`, whole or not at all. The batching policy (config.json's values, the settings' overrides,
+what a GPU changes) lives here too."""
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from service.config import Settings
+from service.engine.batcher import BatchObserver, DynamicBatcher
+from service.engine.providers import (
+    CPU,
+    GpuOptions,
+    ProviderSpec,
+    preload_gpu_libraries,
+    provider_specs,
+    resolve_providers,
+)
+from service.engine.session import Engine
+from service.model_config import Batching, ModelConfig
+from service.repository import ModelSource, load_source
+from service.schemas import BatchingInfo
+
+log = logging.getLogger(__name__)
+
+
+def effective_batching(defaults: Batching, settings: Settings, *, on_gpu: bool = False) -> BatchingInfo:
+    """config.json's batching with each setting that is not None overriding it. Unless set, one batch
+    runs at a time on CPU (a second would only compete for the same cores) and two on a GPU, so the
+    host forms and copies the next batch while the device runs one."""
+    max_batch = settings.max_batch_size or defaults.max_batch_size
+    preferred = settings.preferred_batch_sizes
+    if preferred is None:
+        preferred = defaults.preferred_batch_sizes
+    delay = defaults.max_queue_delay_ms if settings.max_queue_delay_ms is None else settings.max_queue_delay_ms
+    return BatchingInfo(
+        max_batch_size=max_batch,
+        preferred_batch_sizes=sorted({n for n in preferred if n <= max_batch}),
+        max_queue_delay_ms=delay,
+        max_queue_size=settings.max_queue_size or defaults.max_queue_size,
+        batches_in_flight=settings.batches_in_flight or (2 if on_gpu else 1),
+    )
+
+
+def warmup_batch_sizes(batching: BatchingInfo, on_gpu: bool = True) -> list[int]:
+    """The batch sizes run before ready. On a GPU these are also the buckets every batch is padded up to
+    (service/engine/io_binding.py): 1, the preferred sizes, the powers of two and the max batch size, so
+    padding at most doubles a batch while cuDNN's algorithm choices (per shape), TensorRT profiles and CUDA
+    graphs are all made before traffic. On CPU batch 1 only: a first run at a new size costs about what later
+    ones do, and warming every size delayed resnet50's readiness by 4-6 s on 2 cores (docs/BENCHMARKS.md,
+    start-up)."""
+    if not on_gpu:
+        return [1]
+    powers = (2**i for i in range(batching.max_batch_size.bit_length()))
+    return sorted({1, *batching.preferred_batch_sizes, *powers, batching.max_batch_size})
+
+
+def session_providers(
+    config: ModelConfig, settings: Settings, max_batch_size: int, opt_batch_size: int
+) -> list[ProviderSpec]:
+    """The providers the settings ask for that this ONNX Runtime has, with their options; the GPU
+    libraries loaded if one of them needs them."""
+    providers = resolve_providers(settings.providers, ort.get_available_providers())
+    preload_gpu_libraries(providers)
+    return provider_specs(
+        providers,
+        input_spec=config.input,
+        max_batch_size=max_batch_size,
+        opt_batch_size=opt_batch_size,
+        gpu=GpuOptions.from_settings(settings),
+    )
+
+
+def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo) -> Engine:
+    """The session for one model, with the providers and thread options the settings ask for."""
+    config = source.config
+    opt_batch = max(batching.preferred_batch_sizes, default=batching.max_batch_size)
+    specs = session_providers(config, settings, batching.max_batch_size, opt_batch)
+    return Engine(
+        source.onnx_path,
+        input_spec=config.input,
+        output_spec=config.output,
+        providers=specs,
+        intra_op_threads=settings.intra_op_threads,
+        spinning=settings.intra_op_spinning,
+        io_binding=settings.io_binding and any(p.name != CPU for p in specs),
+        device_id=settings.device_id,
+        bucket_sizes=warmup_batch_sizes(batching),
+    )
+
+
+def _build_and_warm(name: str, settings: Settings) -> tuple[ModelSource, BatchingInfo, Engine, dict[str, float]]:
+    """Blocking (run it in a thread): read the repository, build the session, warm it up."""
+    source = load_source(settings.model_repository, name)
+    config = source.config
+    batching = effective_batching(config.batching, settings)
+    started = time.perf_counter()
+    engine = build_engine(source, settings, batching)
+    built = time.perf_counter()
+    on_gpu = engine.providers_in_use[0] != CPU  # what the session really got, after any fallback
+    if on_gpu:
+        batching = effective_batching(config.batching, settings, on_gpu=True)
+    try:
+        if settings.warmup:
+            engine.warmup(warmup_batch_sizes(batching, on_gpu))
+    except BaseException:
+        engine.close()
+        raise
+    return source, batching, engine, {"session": built - started, "warmup": time.perf_counter() - built}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to take images: its source on disk, the batching in effect, the session, the batcher
+    feeding it and the threads running its batches."""
+
+    source: ModelSource
+    batching: BatchingInfo
+    engine: Engine
+    batcher: DynamicBatcher
+    executor: ThreadPoolExecutor
+    load_seconds: dict[str, float]  # "session", "warmup"
+
+    @classmethod
+    async def load(cls, name: str, settings: Settings, on_batch: BatchObserver | None = None) -> "LoadedModel":
+        """Built in a thread (reading, session, warm-up), then its batcher started on this event loop."""
+        source, batching, engine, seconds = await asyncio.to_thread(_build_and_warm, name, settings)
+        executor = ThreadPoolExecutor(batching.batches_in_flight, thread_name_prefix=f"infer-{name}")
+        batcher = DynamicBatcher(
+            engine.run,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_ms=batching.max_queue_delay_ms,
+            max_queue_size=batching.max_queue_size,
+            preferred_batch_sizes=batching.preferred_batch_sizes,
+            batches_in_flight=batching.batches_in_flight,
+            executor=executor,
+            on_batch=on_batch,
+            on_idle=engine.trim_memory,
+            name=name,
+        )
+        batcher.start()
+        return cls(source, batching, engine, batcher, executor, seconds)
+
+    async def close(self) -> None:
+        """Stop taking images, answer every queued one, then free the session."""
+        await self.batcher.stop()
+        self.executor.shutdown(wait=True)
+        self.engine.close()

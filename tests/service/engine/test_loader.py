@@ -1,0 +1,31 @@
+from service.config import Settings
+from service.engine.loader import effective_batching, warmup_batch_sizes
+from service.model_config import Batching
+
+
+def test_settings_override_config_batching():
+    defaults = Batching(max_batch_size=32, preferred_batch_sizes=(8, 16), max_queue_delay_ms=2, max_queue_size=256)
+    same = effective_batching(defaults, Settings())
+    assert (same.max_batch_size, same.preferred_batch_sizes, same.max_queue_delay_ms) == (32, [8, 16], 2)
+    s = Settings(max_batch_size=8, preferred_batch_sizes=[], max_queue_delay_ms=0, max_queue_size=10)
+    custom = effective_batching(defaults, s)
+    assert (custom.max_batch_size, custom.preferred_batch_sizes, custom.max_queue_delay_ms) == (8, [], 0)
+    assert custom.max_queue_size == 10
+
+
+def test_a_gpu_warms_powers_of_two_the_preferred_sizes_and_the_max_a_cpu_only_one():
+    defaults = Batching(max_batch_size=32, preferred_batch_sizes=(16, 8), max_queue_delay_ms=2, max_queue_size=256)
+    batching = effective_batching(defaults, Settings(), on_gpu=True)
+    assert warmup_batch_sizes(batching) == warmup_batch_sizes(batching, on_gpu=True) == [1, 2, 4, 8, 16, 32]
+    # A max batch size raised past config.json's preferred sizes still pads to at most twice a batch.
+    raised = effective_batching(defaults, Settings(max_batch_size=200, preferred_batch_sizes=[24]), on_gpu=True)
+    assert warmup_batch_sizes(raised) == [1, 2, 4, 8, 16, 24, 32, 64, 128, 200]
+    assert warmup_batch_sizes(effective_batching(defaults, Settings(max_batch_size=1))) == [1]
+    assert warmup_batch_sizes(effective_batching(defaults, Settings()), on_gpu=False) == [1]
+
+
+def test_batches_in_flight_follow_the_device_unless_set():
+    defaults = Batching(max_batch_size=32, preferred_batch_sizes=(8, 16), max_queue_delay_ms=2, max_queue_size=256)
+    assert effective_batching(defaults, Settings()).batches_in_flight == 1
+    assert effective_batching(defaults, Settings(), on_gpu=True).batches_in_flight == 2
+    assert effective_batching(defaults, Settings(batches_in_flight=3), on_gpu=False).batches_in_flight == 3
