@@ -30,18 +30,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, settled: bool = False) -> bool:
+    """/readyz says ready; with `settled`, says that no model is still loading (some may have failed)."""
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        response = httpx.get(f"{url}/readyz", timeout=2)
     except httpx.TransportError:
         return False
+    if settled and response.status_code in (200, 503):
+        return "loading" not in response.json()["models"].values()
+    return response.status_code == 200
 
 
 @contextmanager
 def running_service(
-    repository: Path, models: list[str], env: dict[str, str] | None = None, timeout: float = 300.0, log=None
+    repository: Path,
+    models: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 300.0,
+    log=None,
+    settled: bool = False,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Yields (base URL, process) once /readyz says ready; SIGINT, then SIGKILL, on the way out."""
+    """Yields (base URL, process) once /readyz says ready (`settled`: once no model is loading); SIGINT, then
+    SIGKILL, on the way out."""
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--model-repository", str(repository)]
@@ -50,7 +60,7 @@ def running_service(
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while not _ready(url):
+        while not _ready(url, settled):
             if proc.poll() is not None:
                 raise RuntimeError(f"service exited with {proc.returncode} before it was ready")
             if time.monotonic() > deadline:

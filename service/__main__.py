@@ -1,26 +1,38 @@
-"""`python -m service [--host H] [--port P] [--model-repository DIR]`; flags override SERVE_* variables."""
+"""`python -m service [--host H] [--port P] [--model-repository DIR] [--workers N]`; flags override SERVE_*
+variables. One process (workers = 1), or a supervisor with an engine process and N front ends (N >= 2)."""
 
 import argparse
 import logging
+import sys
 
 from service.app import create_app
-from service.config import Settings
+from service.config import Settings, usable_cores
 from service.frontend.http_server import HttpLimits, serve
 from service.metrics import Metrics
 from service.runtime import tune_process
+from service.supervisor import run_supervisor
+
+
+def workers_for(cores: int) -> int:
+    """SERVE_WORKERS=0: the process layout for this many usable cores (README, Processes: measured)."""
+    return 1 if cores <= 2 else cores - 1
 
 
 def main(argv: list[str] | None = None) -> None:
-    tuned = tune_process()  # before any thread exists
     parser = argparse.ArgumentParser(prog="python -m service", description="Serve the model repository over HTTP.")
     parser.add_argument("--host", help="address to bind (SERVE_HOST)")
     parser.add_argument("--port", type=int, help="port to bind (SERVE_PORT)")
     parser.add_argument("--model-repository", help="model repository directory (SERVE_MODEL_REPOSITORY)")
+    parser.add_argument("--workers", type=int, help="front-end processes; 1: one process (SERVE_WORKERS)")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger(__name__).info("process settings: %s", tuned)
+    workers = settings.workers or workers_for(usable_cores())
+    if workers >= 2:
+        sys.exit(run_supervisor(settings, workers))
+    tuned = tune_process()  # before any thread exists
+    logging.getLogger(__name__).info("one process; process settings: %s", tuned)
     metrics = Metrics()
     limits = HttpLimits.from_settings(settings, on_refused=lambda reason: metrics.http_refused.labels(reason).inc())
     serve(create_app(settings, metrics), settings, limits)

@@ -65,6 +65,20 @@ class Settings(BaseSettings):
         "off, no request pays FastAPI's per-request check for them (5% of a refused request's CPU).",
     )
 
+    # Processes (service/supervisor.py).
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Front-end processes (HTTP and decoding) in front of one engine process; 1 serves in one "
+        "process; 0 chooses from the usable cores (README, Processes).",
+    )
+    shm_slots: int = Field(
+        128,
+        ge=1,
+        description="Images each front end may have queued or running in the engine (workers >= 2): slots of its "
+        "shared-memory segment, each one image of the largest model input; none free gives 429.",
+    )
+
     # HTTP.
     host: str = Field("0.0.0.0", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")

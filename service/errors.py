@@ -128,3 +128,14 @@ class InferenceFailed(ServiceError):
 
     status_code = 500
     code = "inference_failed"
+
+
+def to_wire(error: ServiceError) -> tuple[int, str, str, dict[str, str]]:
+    """What crosses from the engine process to a front end: enough to answer exactly as in one process."""
+    return error.status_code, error.code, error.message, error.headers
+
+
+def from_wire(status_code: int, code: str, message: str, headers: dict[str, str]) -> ServiceError:
+    error = ServiceError(message, headers=headers)
+    error.status_code, error.code = status_code, code
+    return error

@@ -59,6 +59,16 @@ def trim() -> bool:
     return bool(libc is not None and libc.malloc_trim(0))
 
 
+async def watch_parent(on_orphaned, interval_s: float = 1.0) -> None:
+    """For a process the supervisor started: call `on_orphaned` once if the supervisor is gone (killed with
+    SIGKILL, it cannot stop anyone), so no process outlives it serving half a service."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(interval_s)
+    log.error("the supervisor (pid %d) is gone; stopping", parent)
+    on_orphaned()
+
+
 async def trim_periodically(interval_s: float = TRIM_INTERVAL_S) -> None:
     """For the lifespan: `trim` every `interval_s` in a thread (it walks every arena) until cancelled."""
     while True:

@@ -115,8 +115,12 @@ class Models:
         """As of the last change of state (queue depth and device errors as they were then)."""
         return self._statuses
 
-    async def fresh_statuses(self) -> dict[str, ModelStatus]:
+    def statuses_now(self) -> dict[str, ModelStatus]:
+        """With the queue depth, drain rate and device errors of this moment."""
         return {name: self.status(name) for name in self._states}
+
+    async def fresh_statuses(self) -> dict[str, ModelStatus]:
+        return self.statuses_now()
 
     def ready(self, name: str) -> LoadedModel:
         """The loaded model, or the 404/503 a client gets for it."""

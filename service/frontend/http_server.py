@@ -23,6 +23,7 @@ import contextlib
 import functools
 import json
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -266,8 +267,9 @@ def protocol_factory(limits: HttpLimits) -> type[asyncio.Protocol]:
     return functools.partial(GuardedHttpProtocol, limits=limits)  # type: ignore[return-value]
 
 
-def serve(app, settings: Settings, limits: HttpLimits) -> None:
-    """Run `app` until SIGINT or SIGTERM; uvicorn then stops accepting, drains and runs the lifespan's exit."""
+def serve(app, settings: Settings, limits: HttpLimits, sockets: list[socket.socket] | None = None) -> None:
+    """Run `app` until SIGINT or SIGTERM; uvicorn then stops accepting, drains and runs the lifespan's exit.
+    `sockets`: listen on these (a front end, on the supervisor's socket) instead of binding host and port."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -278,4 +280,4 @@ def serve(app, settings: Settings, limits: HttpLimits) -> None:
         access_log=settings.access_log,
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it drained on; as uvicorn.run does
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=sockets)

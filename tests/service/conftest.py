@@ -4,6 +4,7 @@ The graph: input (N, C, H, W) -> ReduceMean over H, W -> (N, C) -> MatMul W (C, 
 So a solid-color image's logits are computable by hand.
 """
 
+import contextlib
 import hashlib
 import io
 import time
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from loadtest.server import running_service
 from service.app import create_app
 from service.config import Settings
 from service.model_config import Batching, ModelConfig, Preprocessing, TensorSpec, Version, Weights
@@ -159,8 +161,8 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
 
 
 @pytest.fixture
-def make_client(model_repo):
-    """make_client(**settings) -> a started TestClient whose models have finished loading."""
+def make_local_client(model_repo):
+    """make_local_client(**settings) -> a started TestClient (one process) whose models have finished loading."""
     clients = []
 
     def make(repo: Path | None = None, *, raise_server_exceptions: bool = True, **overrides) -> TestClient:
@@ -179,5 +181,36 @@ def make_client(model_repo):
 
 
 @pytest.fixture
+def make_client(make_local_client):
+    return make_local_client
+
+
+@pytest.fixture
 def client(make_client) -> TestClient:
     return make_client()
+
+
+def settings_env(overrides: dict) -> dict[str, str]:
+    """Settings keyword arguments as the SERVE_* variables a service process reads."""
+    return {
+        f"SERVE_{key.upper()}": ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        for key, value in overrides.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def worker_services():
+    """worker_services(repo, overrides) -> the base URL of `python -m service` with SERVE_WORKERS=2 and those
+    settings, started once per module and settings."""
+    started: dict[tuple, str] = {}
+    with contextlib.ExitStack() as stack:
+
+        def get(repo: Path, overrides: dict) -> str:
+            key = (str(repo), tuple(sorted((k, str(v)) for k, v in overrides.items())))
+            if key not in started:
+                env = {**settings_env(overrides), "SERVE_WORKERS": "2"}
+                url, _ = stack.enter_context(running_service(repo, [], env=env, timeout=120, settled=True))
+                started[key] = url
+            return started[key]
+
+        yield get

@@ -201,7 +201,7 @@ def test_timeouts_without_a_real_deadline_are_refused(client, timeout):
 
 
 def test_an_unknown_model_name_is_not_echoed_whole(client):
-    name = "x" * 60_000
+    name = "x" * 20_000  # within the request-line limit (a 60 kB one gets 431 from the HTTP server)
     error = assert_error(client.post(f"/v1/classify?model={name}", content=image_bytes()), 404, "model_not_found")
     assert len(error["message"]) < 200 and "tiny_rgb" in error["message"]
 
@@ -212,8 +212,8 @@ def test_a_trailing_slash_is_not_redirected(client):
     assert "location" not in response.headers
 
 
-def test_a_full_decode_lane_sheds_with_429(make_client):
-    client = make_client(max_decode_backlog=1)
+def test_a_full_decode_lane_sheds_with_429(make_local_client):
+    client = make_local_client(max_decode_backlog=1)
     pool = client.app.state.service.decode_pool
     pool.small.reserve(1)  # as if another request's image were decoding
     try:

@@ -77,7 +77,7 @@ def test_metrics(client):
     assert "cnnserve_models_ready 2.0" in text
 
 
-def test_model_load_time_is_reported_by_phase(make_client, monkeypatch):
+def test_model_load_time_is_reported_by_phase(make_local_client, monkeypatch):
     warmup = service.engine.session.Engine.warmup
 
     def slow_warmup(self, batch_sizes):
@@ -85,7 +85,7 @@ def test_model_load_time_is_reported_by_phase(make_client, monkeypatch):
         warmup(self, batch_sizes)
 
     monkeypatch.setattr(service.engine.session.Engine, "warmup", slow_warmup)
-    text = make_client().get("/metrics").text
+    text = make_local_client().get("/metrics").text
     (family,) = [f for f in text_string_to_metric_families(text) if f.name == "cnnserve_model_load_seconds"]
     seconds = {(s.labels["model"], s.labels["phase"]): s.value for s in family.samples}
     assert set(seconds) == {(m, p) for m in ("tiny_gray", "tiny_rgb") for p in ("session", "warmup")}
