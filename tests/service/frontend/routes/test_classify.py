@@ -1,6 +1,7 @@
 import base64
 import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -229,3 +230,46 @@ def test_an_elongated_image_gets_413_naming_the_limit(client):
     response = client.post(URL, content=image_bytes(size=(1, 6000)), headers={"content-type": "image/png"})
     error = assert_error(response, 413, "aspect_ratio_too_large")
     assert "image 0" in error["message"] and "20:1" in error["message"]
+
+
+def _crowd_request(i: int) -> tuple[str, dict]:
+    """Request number i of a mixed crowd: two models, raw bodies, multipart with up to three images, base64
+    JSON, and truncated images, in a fixed pattern."""
+    rng = np.random.default_rng(i)
+    color = tuple(int(c) for c in rng.integers(0, 256, 3))
+    kind = i % 6
+    if kind == 0:
+        return URL + "&top_k=4", {"content": image_bytes(color), "headers": {"content-type": "image/png"}}
+    if kind == 1:
+        return "/v1/classify?model=tiny_gray&top_k=3", {"content": image_bytes(color, fmt="JPEG")}
+    if kind == 2:
+        files = [
+            ("file", (f"{j}.png", image_bytes(tuple((c + 40 * j) % 256 for c in color)))) for j in range(1 + i % 3)
+        ]
+        return URL + "&top_k=4", {"files": files}
+    if kind == 3:
+        images = [base64.b64encode(image_bytes(color, fmt="BMP")).decode()]
+        return "/v1/classify?model=tiny_gray&top_k=3", {"json": {"images": images}}
+    if kind == 4:
+        return URL, {"content": image_bytes(color)[:40], "headers": {"content-type": "image/png"}}  # truncated
+    return URL + "&top_k=4", {"content": image_bytes(color, size=(64, 48), fmt="WEBP")}
+
+
+def _comparable(response) -> tuple:
+    """What must not depend on the crowd: status and error code, or each image's classes and logits."""
+    body = response.json()
+    if response.status_code != 200:
+        return response.status_code, body["error"]["code"]
+    return 200, [[(p["label"], round(p["probability"], 6)) for p in r["predictions"]] for r in body["results"]]
+
+
+def test_a_crowd_of_256_mixed_requests_is_answered_as_each_alone(make_client):
+    """Sent one at a time, then all at once from 32 threads: batching and (with workers) the shared-memory
+    slots must not change any answer."""
+    client = make_client(max_batch_size=8, max_queue_delay_ms=5)
+    requests = [_crowd_request(i) for i in range(256)]
+    alone = [_comparable(client.post(url, **kwargs)) for url, kwargs in requests]
+    assert {a[0] for a in alone} == {200, 415}  # a PNG cut to 40 bytes has no readable header
+    with ThreadPoolExecutor(32) as pool:
+        together = list(pool.map(lambda r: _comparable(client.post(r[0], **r[1])), requests))
+    assert together == alone
