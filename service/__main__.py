@@ -14,8 +14,10 @@ from service.supervisor import run_supervisor
 
 
 def workers_for(cores: int) -> int:
-    """SERVE_WORKERS=0: the process layout for this many usable cores (README, Processes: measured)."""
-    return 1 if cores <= 2 else cores - 1
+    """SERVE_WORKERS=0: the front ends for this many usable cores. On 2 cores, 2 front ends and the engine served
+    lenet5 at 1.75x one process and resnet50 alike (docs/BENCHMARKS.md, "Processes"); above that one core is left
+    to the engine (not yet measured on a larger host). One core: one process."""
+    return 1 if cores < 2 else max(2, cores - 1)
 
 
 def main(argv: list[str] | None = None) -> None:

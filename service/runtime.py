@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import platform
+import signal
 import sys
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,19 @@ def trim() -> bool:
     return bool(libc is not None and libc.malloc_trim(0))
 
 
-async def watch_parent(on_orphaned, interval_s: float = 1.0) -> None:
-    """For a process the supervisor started: call `on_orphaned` once if the supervisor is gone (killed with
-    SIGKILL, it cannot stop anyone), so no process outlives it serving half a service."""
+PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """For a process the supervisor started: the kernel kills it the moment the supervisor dies, so a supervisor
+    killed with SIGKILL takes the whole service with it, as one process would (Linux; a no-op elsewhere)."""
+    libc = _glibc()
+    if libc is None:
+        return
     parent = os.getppid()
-    while os.getppid() == parent:
-        await asyncio.sleep(interval_s)
-    log.error("the supervisor (pid %d) is gone; stopping", parent)
-    on_orphaned()
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request was made
+        os._exit(1)
 
 
 async def trim_periodically(interval_s: float = TRIM_INTERVAL_S) -> None:

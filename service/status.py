@@ -75,7 +75,10 @@ class ModelBackend(Protocol):
     (service/frontend/engine_client.py). Both raise the same errors for the same conditions."""
 
     def statuses(self) -> Mapping[str, ModelStatus]:
-        """The last known statuses (cheap: called per request)."""
+        """The last known statuses (cheap)."""
+
+    async def ready(self, name: str) -> ModelStatus:
+        """`name`'s status if it is ready, else the 404 or 503 a client gets for it (per request: cheap)."""
 
     async def fresh_statuses(self) -> Mapping[str, ModelStatus]:
         """Statuses as they are now (for the probes and /v1/models)."""

@@ -51,6 +51,21 @@ def _configs(settings: Settings) -> list:
     return configs
 
 
+def check_shared_memory(needed: int, path: str = "/dev/shm") -> None:
+    """Fail at start, with the fix, rather than with SIGBUS when a slot is first written: Docker gives a container
+    64 MB of /dev/shm unless told otherwise (`shm_size`), and a tmpfs segment larger than its room maps fine."""
+    if not os.path.isdir(path):
+        return
+    stats = os.statvfs(path)
+    room = stats.f_bavail * stats.f_frsize
+    if needed > room:
+        raise SystemExit(
+            f"the front ends need {needed / 2**20:.0f} MB of shared memory and {path} has {room / 2**20:.0f} MB free: "
+            f"raise it (docker: shm_size; Kubernetes: an emptyDir with medium Memory at /dev/shm), or lower "
+            f"SERVE_SHM_SLOTS or SERVE_WORKERS"
+        )
+
+
 def bind(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -97,6 +112,7 @@ class Supervisor:
         sock = None
         try:
             size = slot_bytes(_configs(self.settings))
+            check_shared_memory(self.workers * self.settings.shm_slots * size)
             self._pools = [SlotPool.create(self.settings.shm_slots, size) for _ in range(self.workers)]
             log.info(
                 "supervisor: %d front ends, %d slots of %d bytes each in shared memory",

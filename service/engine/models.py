@@ -122,19 +122,22 @@ class Models:
     async def fresh_statuses(self) -> dict[str, ModelStatus]:
         return self.statuses_now()
 
-    def ready(self, name: str) -> LoadedModel:
+    def loaded_model(self, name: str) -> LoadedModel:
         """The loaded model, or the 404/503 a client gets for it."""
         require(self._statuses, name)
         return self.loaded[name]
 
+    async def ready(self, name: str) -> ModelStatus:
+        return require(self._statuses, name)
+
     def reserve(self, status: ModelStatus, n: int) -> _InProcess:
-        self.ready(status.name).batcher.admit(n)  # shed before decoding; enqueue checks again after
+        self.loaded_model(status.name).batcher.admit(n)  # shed before decoding; enqueue checks again after
         return _InProcess()
 
     async def infer(
         self, status: ModelStatus, reservation: _InProcess, arrays: list[np.ndarray], deadline: float
     ) -> list[ImageResult]:
-        batcher = self.ready(status.name).batcher
+        batcher = self.loaded_model(status.name).batcher
         return await wait_all(batcher.enqueue(arrays, deadline), deadline)
 
     def refresh_gauges(self) -> None:

@@ -23,7 +23,7 @@ from service.config import Settings
 from service.engine.models import Models, in_process
 from service.errors import InferenceFailed, ServiceError, to_wire
 from service.metrics import Metrics
-from service.runtime import tune_process, watch_parent
+from service.runtime import die_with_parent, tune_process
 from service.status import ImageResult
 from service.transport import Link, PoolSpec, SlotPool, listen
 
@@ -165,7 +165,7 @@ class EngineServer:
     def _submit(self, frontend: _Frontend, request_id: int, name: str, slots: list[int], deadline: float) -> None:
         request = _Request(frontend, request_id, slots)
         try:
-            model = self.models.ready(name)
+            model = self.models.loaded_model(name)
             spec, out = model.source.config.input, model.source.config.output
             arrays = [frontend.pool.view(slot, spec.shape[1:], spec.dtype) for slot in slots]
             request.output = (tuple(out.shape[1:]), np.dtype(out.dtype))
@@ -200,14 +200,10 @@ async def _serve(settings: Settings, address: str, pools: list[PoolSpec]) -> Non
     async with in_process(settings, metrics) as models:
         server = EngineServer(models, pools, address)
         server.start()
-        tasks = [
-            asyncio.create_task(metrics.refresh_periodically(), name="refresh-gauges"),
-            asyncio.create_task(watch_parent(stop.set), name="watch-parent"),
-        ]
+        refresh = asyncio.create_task(metrics.refresh_periodically(), name="refresh-gauges")
         await stop.wait()
         log.info("engine: stopping")
-        for task in tasks:
-            task.cancel()
+        refresh.cancel()
         server.close()
     # Leaving `in_process` drained every batcher and closed every session.
 
@@ -215,6 +211,7 @@ async def _serve(settings: Settings, address: str, pools: list[PoolSpec]) -> Non
 def run_engine(settings: Settings, address: str, pools: list[PoolSpec]) -> None:
     """The engine process's entry point (multiprocessing, spawn). SIGTERM drains and exits; SIGINT (a terminal's
     Ctrl-C reaches the whole group) is the supervisor's to handle: the front ends must drain first."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tuned = tune_process()
     logging.basicConfig(

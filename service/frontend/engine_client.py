@@ -12,12 +12,9 @@ STATUS_REFRESH_S, and on each probe. Before the engine has answered, every confi
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,9 +25,8 @@ from service.config import Settings
 from service.errors import DeadlineExceeded, ModelNotReady, QueueFull, from_wire
 from service.metrics import Metrics
 from service.repository import RepositoryError, list_models
-from service.runtime import watch_parent
 from service.schemas import ModelState
-from service.status import ImageResult, ModelStatus
+from service.status import ImageResult, ModelStatus, require
 from service.transport import Link, PoolSpec, SlotPool, connect, tensor_bytes
 
 log = logging.getLogger(__name__)
@@ -81,8 +77,6 @@ class EngineClient:
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._run(), name="engine-link"))
-        orphaned = functools.partial(os.kill, os.getpid(), signal.SIGTERM)  # drain, as if the supervisor asked
-        self._tasks.append(asyncio.create_task(watch_parent(orphaned), name="watch-parent"))
 
     async def _run(self) -> None:
         conn = await asyncio.to_thread(_connect, self._address)
@@ -166,6 +160,16 @@ class EngineClient:
         finally:
             self._status_replies.pop(request_id, None)
         return self._statuses
+
+    async def ready(self, name: str) -> ModelStatus:
+        """From the cached statuses; a model they say is not ready is asked about again first: another front end may
+        already have said ready for it (/readyz is answered by whichever front end takes the probe). An unknown name
+        costs the engine nothing: both read the same model list at start."""
+        status = self._statuses.get(name)
+        if status is not None and status.state is not ModelState.READY:
+            with contextlib.suppress(TimeoutError):
+                await self.fresh_statuses()
+        return require(self._statuses, name)
 
     def reserve(self, status: ModelStatus, n: int) -> SlotReservation:
         if self._link is None or self._link.closed:

@@ -10,13 +10,14 @@ from service.config import Settings
 from service.frontend.engine_client import remote
 from service.frontend.http_server import HttpLimits, serve
 from service.metrics import Metrics
-from service.runtime import tune_process
+from service.runtime import die_with_parent, tune_process
 from service.transport import PoolSpec
 
 
 def run_frontend(index: int, settings: Settings, sock: socket.socket, address: str, pool: PoolSpec) -> None:
     """The entry point (multiprocessing, spawn). SIGTERM or SIGINT: stop accepting, answer every request
     taken, exit."""
+    die_with_parent()
     tuned = tune_process()
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s frontend-{index}[{os.getpid()}] %(name)s: %(message)s"

@@ -1,3 +1,4 @@
+import pytest
 import uvicorn
 
 import service.__main__ as main_module
@@ -9,6 +10,7 @@ def capture_config(monkeypatch) -> dict:
     seen = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: seen.update(config=server.config))
     monkeypatch.setattr(main_module, "tune_process", dict)  # process-wide: not in the test process
+    monkeypatch.setenv("SERVE_WORKERS", "1")  # these read the one-process layout's uvicorn Config
     return seen
 
 
@@ -39,3 +41,18 @@ def test_serves_with_the_guarded_protocol_and_its_limits(monkeypatch, tmp_path):
     assert config.http.func is GuardedHttpProtocol
     assert config.http.keywords["limits"].max_header_bytes == 4096
     assert config.timeout_keep_alive == 2.5
+
+
+def test_workers_follow_the_usable_cores_unless_set(monkeypatch, tmp_path):
+    assert [main_module.workers_for(n) for n in (1, 2, 4, 16)] == [1, 2, 3, 15]
+    started = []
+    monkeypatch.setattr(main_module, "run_supervisor", lambda settings, workers: started.append(workers) or 0)
+    monkeypatch.setattr(main_module, "usable_cores", lambda: 4)
+    for flags in ([], ["--workers", "6"]):
+        with pytest.raises(SystemExit) as exit_:
+            main_module.main(["--model-repository", str(tmp_path), *flags])
+        assert exit_.value.code == 0
+    assert started == [3, 6]
+    seen = capture_config(monkeypatch)  # SERVE_WORKERS=1: no supervisor, one uvicorn
+    main_module.main(["--model-repository", str(tmp_path)])
+    assert seen["config"].app.title == "cnn-serve" and started == [3, 6]

@@ -178,3 +178,20 @@ def test_the_engine_dying_stops_the_service_with_an_error(service):
     os.kill(engine, signal.SIGKILL)
     assert service.proc.wait(30) == 1
     assert "the engine process exited" in service.log.read_text()
+
+
+def test_a_killed_supervisor_takes_every_process_and_segment_with_it(service):
+    ours = segments() - service.segments_before
+    roles = ("engine", "frontend-0", "frontend-1")
+    deadline = time.monotonic() + 30
+    while not all(service.pids(role) for role in roles) and time.monotonic() < deadline:
+        time.sleep(0.1)  # ready says one front end is up; the other may still be starting
+    pids = [pid for role in roles for pid in service.pids(role)]
+    assert len(pids) == 3
+    service.proc.kill()
+    service.proc.wait()
+    deadline = time.monotonic() + 30
+    while (any(Path(f"/proc/{pid}").exists() for pid in pids) or segments() & ours) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # killed by the kernel with it (PDEATHSIG)
+    assert not (segments() & ours)  # unlinked by the resource tracker once the last of them went

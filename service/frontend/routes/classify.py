@@ -14,7 +14,7 @@ from service.errors import DeadlineExceeded, InvalidArgument
 from service.frontend.request_body import read_images, unless_disconnected
 from service.schemas import ClassifyResponse, ErrorResponse, ImageResult, Prediction, Timing
 from service.state import ServiceState, get_state
-from service.status import ModelStatus, Reservation, require
+from service.status import ModelStatus, Reservation
 
 router = APIRouter(tags=["classify"])
 
@@ -38,7 +38,7 @@ async def classify(
 ) -> ClassifyResponse:
     received = time.monotonic()
     settings = state.settings
-    status = require(state.models.statuses(), model)
+    status = await state.models.ready(model)
     k = settings.default_top_k if top_k is None else top_k
     if k > settings.max_top_k:
         raise InvalidArgument(f"top_k must be between 1 and {settings.max_top_k}, got {k}")
