@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
@@ -115,12 +116,17 @@ class Link:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._conn.fileno(), self._readable)
+        # Under the service's event loop (uvloop: libuv's poll handle) the descriptor turned non-blocking, and a
+        # message larger than one read (the status of three models) failed half-way with EAGAIN. Messages are
+        # read whole here; the loop only polls. (tests/service/frontend/routes/test_models.py, 50,000 labels)
+        os.set_blocking(self._conn.fileno(), True)
 
     def _readable(self) -> None:
         try:
             while self._conn.poll():
                 self._on_message(self._conn.recv())
-        except (EOFError, OSError):
+        except (EOFError, OSError) as e:
+            log.debug("link closed: %r", e)
             self._lost()
 
     def send(self, message: tuple) -> None:

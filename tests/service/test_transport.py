@@ -1,12 +1,13 @@
 import asyncio
-from multiprocessing import Pipe
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvloop
 
 from service.model_config import TensorSpec
-from service.transport import SLOT_ALIGN, Link, SlotPool, slot_bytes, tensor_bytes
+from service.transport import SLOT_ALIGN, Link, SlotPool, connect, listen, slot_bytes, tensor_bytes
 
 
 class Config:
@@ -53,20 +54,28 @@ def test_free_slots_are_the_backpressure():
         pool.close()
 
 
-def test_a_link_delivers_whole_messages_and_reports_the_peer_gone():
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_link_delivers_whole_messages_and_reports_the_peer_gone(loop, tmp_path):
+    """A message larger than one read arrives whole, then the small ones after it, under either event loop."""
+    big = ("status", -1, {"labels": ["a label"] * 200_000})
+
     async def exchange():
-        ours, theirs = Pipe()
+        address = str(tmp_path / "engine.sock")
+        listener = listen(address)
+        ours = await asyncio.to_thread(connect, address)  # as a front end connects to the engine
+        theirs = listener.accept()
         received, closed = [], asyncio.Event()
         link = Link(ours, received.append, closed.set)
         link.start()
-        for i in range(100):
-            theirs.send(("result", i, [(0.1, 0.2, 8)]))
-        while len(received) < 100:
+        sender = threading.Thread(target=lambda: [theirs.send(big), *(theirs.send(("result", i)) for i in range(100))])
+        sender.start()
+        while len(received) < 101 and not closed.is_set():
             await asyncio.sleep(0.01)
+        sender.join()
         theirs.close()
         await asyncio.wait_for(closed.wait(), 5)
         link.send(("cancel", 1))  # to a closed link: dropped, not raised
         return received
 
-    received = asyncio.run(exchange())
-    assert received == [("result", i, [(0.1, 0.2, 8)]) for i in range(100)]
+    received = uvloop.run(exchange()) if loop == "uvloop" else asyncio.run(exchange())
+    assert received == [big, *(("result", i) for i in range(100))]

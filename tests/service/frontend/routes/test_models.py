@@ -1,4 +1,6 @@
-from tests.service.conftest import write_rgb
+import numpy as np
+
+from tests.service.conftest import image_bytes, write_model, write_rgb
 
 
 def test_list_models(client):
@@ -42,3 +44,19 @@ def test_failed_model_shows_its_reason(make_client, tmp_path):
     info = client.get("/v1/models/bad").json()
     assert info["state"] == "failed" and "sha256" in info["reason"]
     assert client.get("/v1/models/good").json()["state"] == "ready"
+
+
+def test_a_status_larger_than_one_socket_read_is_served(make_client, tmp_path):
+    """50,000 labels make the engine's status reply a few hundred kB: in the workers layout it must cross the
+    transport whole (a non-blocking read once cut it, and every model read as failed)."""
+    classes = 50_000
+    weight = np.tile(np.eye(3, dtype=np.float32), (1, classes // 3 + 1))[:, :classes]
+    write_model(
+        tmp_path, "wide", weight=weight, bias=np.zeros(classes, np.float32), labels=tuple(map(str, range(classes)))
+    )
+    client = make_client(tmp_path)
+    assert client.get("/readyz").json()["ready"] is True
+    response = client.post(
+        "/v1/classify?model=wide&top_k=1", content=image_bytes(), headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 200, response.text
