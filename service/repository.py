@@ -5,6 +5,7 @@ version (config, ONNX path, labels); `app.py` turns it into an engine and a batc
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def list_models(root: Path) -> list[str]:
     if not root.is_dir():
         raise RepositoryError(f"model repository {str(root)!r} is not a directory")
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def configured_models(root: Path, names: Sequence[str]) -> list[str]:
+    """The models a service serves: `names` (SERVE_MODELS) if any, else every model in the repository."""
+    return list(names) or list_models(root)
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

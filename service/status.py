@@ -51,7 +51,7 @@ def device_errors(statuses: Mapping[str, ModelStatus]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class ImageResult:
+class InferenceResult:
     """One image's answer from the engine."""
 
     output: np.ndarray  # its row of the batch output (logits)
@@ -88,5 +88,5 @@ class ModelBackend(Protocol):
 
     async def infer(
         self, status: ModelStatus, reservation: Reservation, arrays: list[np.ndarray], deadline: float
-    ) -> list[ImageResult]:
+    ) -> list[InferenceResult]:
         """Every image's result, in order, or the first error; DeadlineExceeded at `deadline`."""

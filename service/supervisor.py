@@ -26,7 +26,7 @@ from service.config import Settings
 from service.engine.server import run_engine
 from service.frontend.worker import run_frontend
 from service.metrics import MULTIPROCESS_DIR
-from service.repository import RepositoryError, list_models, read_config
+from service.repository import RepositoryError, configured_models, read_config
 from service.transport import SlotPool, slot_bytes
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ RESTART_BACKOFF_S = 1.0  # a front end that keeps dying is restarted at most thi
 def _configs(settings: Settings) -> list:
     """Every configured model's config.json that can be read (the others fail to load, visibly, in the engine)."""
     try:
-        names = settings.models or list_models(settings.model_repository)
+        names = configured_models(settings.model_repository, settings.models)
     except RepositoryError:
         return []
     configs = []

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull, ServiceError
-from service.status import ImageResult
+from service.status import InferenceResult
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class DynamicBatcher:
         deadline: float | None = None,
         on_release: Callable[[], None] | None = None,
     ) -> list[asyncio.Future]:
-        """Queue one item per array, all or none; returns their futures (awaiting gives an ImageResult).
+        """Queue one item per array, all or none; returns their futures (awaiting gives an InferenceResult).
         `on_release` is called once per item when the batcher is done with its array: after its batch ran,
         or when it was dropped (cancelled, or past its deadline). A cancelled future alone does not say that:
         its item may be in a batch that is running."""
@@ -154,7 +154,7 @@ class DynamicBatcher:
         self._arrived.set()
         return [item.future for item in items]
 
-    async def submit(self, array: np.ndarray, deadline: float | None = None) -> ImageResult:
+    async def submit(self, array: np.ndarray, deadline: float | None = None) -> InferenceResult:
         (future,) = self.enqueue([array], deadline)
         return await future
 
@@ -293,7 +293,7 @@ class DynamicBatcher:
             for item, row in zip(items, output, strict=True):
                 if not item.future.done():
                     queue_ms = (started - item.enqueued_at) * 1000
-                    item.future.set_result(ImageResult(row, queue_ms, inference_ms, len(items)))
+                    item.future.set_result(InferenceResult(row, queue_ms, inference_ms, len(items)))
             self._completed.append((finished, len(items)))
             self.latency.observe(len(items), finished - started)
             if self._on_batch is not None:

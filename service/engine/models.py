@@ -16,9 +16,9 @@ from service.config import Settings
 from service.engine.loader import LoadedModel
 from service.errors import DeadlineExceeded
 from service.metrics import Metrics
-from service.repository import RepositoryError, list_models
+from service.repository import RepositoryError, configured_models
 from service.schemas import ModelState
-from service.status import ImageResult, ModelStatus, require
+from service.status import InferenceResult, ModelStatus, require
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,12 @@ class Models:
         self.settings = settings
         self.metrics = metrics
         try:
-            names = settings.models or list_models(settings.model_repository)
+            names = configured_models(settings.model_repository, settings.models)
         except RepositoryError as e:
             log.error("%s", e)
             names = []
-        self._states: dict[str, tuple[ModelState, str | None]] = {name: (ModelState.LOADING, None) for name in names}
         self.loaded: dict[str, LoadedModel] = {}
-        self._statuses = {name: ModelStatus(name, ModelState.LOADING) for name in names}  # changed with each state
+        self._statuses = {name: ModelStatus(name, ModelState.LOADING) for name in names}  # remade with each state
         self._loader: asyncio.Task | None = None
         metrics.watch(self.refresh_gauges)
 
@@ -53,7 +52,7 @@ class Models:
         self._loader = asyncio.create_task(self._load_all(), name="load-models")
 
     async def _load_all(self) -> None:
-        for name in self._states:
+        for name in self._statuses:
             try:
                 model = await LoadedModel.load(name, self.settings, self.metrics.batch_observer(name))
             except Exception as e:
@@ -79,20 +78,18 @@ class Models:
             self._loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loader
-        for name, (state, _) in self._states.items():
-            if state is not ModelState.FAILED:
+        for name, status in self._statuses.items():
+            if status.state is not ModelState.FAILED:
                 self._set_state(name, ModelState.LOADING, "shutting down")
         for model in self.loaded.values():
             await model.close()
 
     def _set_state(self, name: str, state: ModelState, reason: str | None = None) -> None:
-        self._states[name] = (state, reason)
-        self._statuses[name] = self.status(name)
+        self._statuses[name] = self._status(name, state, reason)
 
     # -- what the front end asks ----------------------------------------------------------------
 
-    def status(self, name: str) -> ModelStatus:
-        state, reason = self._states[name]
+    def _status(self, name: str, state: ModelState, reason: str | None) -> ModelStatus:
         model = self.loaded.get(name)
         if model is None:
             return ModelStatus(name, state, reason)
@@ -117,7 +114,7 @@ class Models:
 
     def statuses_now(self) -> dict[str, ModelStatus]:
         """With the queue depth, drain rate and device errors of this moment."""
-        return {name: self.status(name) for name in self._states}
+        return {name: self._status(name, s.state, s.reason) for name, s in self._statuses.items()}
 
     async def fresh_statuses(self) -> dict[str, ModelStatus]:
         return self.statuses_now()
@@ -136,18 +133,18 @@ class Models:
 
     async def infer(
         self, status: ModelStatus, reservation: _InProcess, arrays: list[np.ndarray], deadline: float
-    ) -> list[ImageResult]:
+    ) -> list[InferenceResult]:
         batcher = self.loaded_model(status.name).batcher
         return await wait_all(batcher.enqueue(arrays, deadline), deadline)
 
     def refresh_gauges(self) -> None:
-        self.metrics.models_ready.set(sum(state is ModelState.READY for state, _ in self._states.values()))
-        for name in self._states:
+        self.metrics.models_ready.set(sum(s.state is ModelState.READY for s in self._statuses.values()))
+        for name in self._statuses:
             model = self.loaded.get(name)
             self.metrics.queue_depth.labels(name).set(model.batcher.queue_depth if model else 0)
 
 
-async def wait_all(futures: list[asyncio.Future], deadline: float) -> list[ImageResult]:
+async def wait_all(futures: list[asyncio.Future], deadline: float) -> list[InferenceResult]:
     """Every result, or the first error; on any way out (a cancelled request too), unfinished futures are
     cancelled and the batcher skips them. `asyncio.wait`, not `wait_for(gather(...))`: cancelled, the latter
     leaves a gather whose CancelledError nobody retrieves, and asyncio logs it as an error."""

@@ -24,7 +24,7 @@ from service.engine.models import Models, in_process
 from service.errors import InferenceFailed, ServiceError, to_wire
 from service.metrics import Metrics
 from service.runtime import die_with_parent, tune_process
-from service.status import ImageResult
+from service.status import InferenceResult
 from service.transport import Link, PoolSpec, SlotPool, listen
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class _Frontend:
             timings = []
             shape, dtype = request.output
             for slot, future in zip(request.slots, request.futures, strict=True):
-                result: ImageResult = future.result()
+                result: InferenceResult = future.result()
                 self.pool.view(slot, shape, dtype)[...] = result.output
                 timings.append((result.queue_ms, result.inference_ms, result.batch_size))
             self.link.send(("result", request.id, timings))

@@ -24,9 +24,9 @@ import numpy as np
 from service.config import Settings
 from service.errors import DeadlineExceeded, ModelNotReady, QueueFull, from_wire
 from service.metrics import Metrics
-from service.repository import RepositoryError, list_models
+from service.repository import RepositoryError, configured_models
 from service.schemas import ModelState
-from service.status import ImageResult, ModelStatus, require
+from service.status import InferenceResult, ModelStatus, require
 from service.transport import Link, PoolSpec, SlotPool, connect, tensor_bytes
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class EngineClient:
         self._address, self._index = address, index
         self._pool = SlotPool.attach(pool)
         try:
-            names = settings.models or list_models(settings.model_repository)
+            names = configured_models(settings.model_repository, settings.models)
         except RepositoryError:
             names = []
         self._statuses = {n: ModelStatus(n, ModelState.LOADING, "the engine is starting") for n in names}
@@ -123,7 +123,7 @@ class EngineClient:
                 output = waiting.status.source.config.output
                 shape, dtype = tuple(output.shape[1:]), np.dtype(output.dtype)
                 results = [
-                    ImageResult(self._pool.view(slot, shape, dtype).copy(), queue_ms, inference_ms, batch_size)
+                    InferenceResult(self._pool.view(slot, shape, dtype).copy(), queue_ms, inference_ms, batch_size)
                     for slot, (queue_ms, inference_ms, batch_size) in zip(reservation.slots, message[2], strict=True)
                 ]
                 waiting.future.set_result(results)
@@ -195,7 +195,7 @@ class EngineClient:
 
     async def infer(
         self, status: ModelStatus, reservation: SlotReservation, arrays: list[np.ndarray], deadline: float
-    ) -> list[ImageResult]:
+    ) -> list[InferenceResult]:
         request_id = next(self._ids)
         waiting = _Waiting(reservation, status, asyncio.get_running_loop().create_future())
         self._waiting[request_id] = waiting
