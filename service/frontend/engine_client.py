@@ -7,7 +7,7 @@ waits for the one answer every submit gets. A request that times out (504) or wh
 and its slots stay taken until the engine's answer says it no longer reads them.
 
 Statuses are the engine's, cached: refreshed often until every model has loaded or failed, then every
-STATUS_REFRESH_S, and on each probe. Before the engine has answered, every configured model reads as loading.
+STATUS_REFRESH_S, and on each probe. The front end takes connections only once the engine has let it in.
 """
 
 import asyncio
@@ -76,14 +76,16 @@ class EngineClient:
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._run(), name="engine-link"))
-
-    async def _run(self) -> None:
+        """Connected and let in by the engine (it listens before it loads any model), so that this front end
+        takes no connection it could only answer with 503; then statuses are refreshed in the background."""
         conn = await asyncio.to_thread(_connect, self._address)
         self._link = Link(conn, self._on_message, self._engine_lost)
         self._link.start()
         self._link.send(("hello", self._index))
         await self._welcome.wait()
+        self._tasks.append(asyncio.create_task(self._refresh(), name="refresh-statuses"))
+
+    async def _refresh(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await self.fresh_statuses()
@@ -149,7 +151,7 @@ class EngineClient:
         return self._statuses
 
     async def fresh_statuses(self) -> dict[str, ModelStatus]:
-        if self._link is None or self._link.closed or not self._welcome.is_set():
+        if self._link is None or self._link.closed:
             return self._statuses
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()

@@ -97,6 +97,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._body_credit = 0.0  # seconds we were not reading, not held against the client
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_until = 0.0
+        self._closing = False  # the answer said Connection: close
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -170,7 +171,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 f"{len(self.connections)} connections are open, the limit is {self.limits.max_connections}",
             )
         super().on_headers_complete()
+        self._close_if_answered_early(self.cycle)
         self._body_started, self._body_bytes, self._body_credit = self.loop.time(), 0, 0.0
+
+    def _close_if_answered_early(self, cycle) -> None:
+        """An answer that starts before the request's body has arrived (a 413 on Content-Length) says
+        `Connection: close`, so that a keep-alive client does not send its next request on a connection that
+        is about to close. The closing itself stays `_linger`'s (graceful), not uvicorn's immediate close."""
+        send = cycle.send
+
+        async def send_closing(message) -> None:
+            early = message["type"] == "http.response.start" and not self._in_headers and cycle is self.cycle
+            if early:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+            if early:
+                cycle.keep_alive = True  # the header is out; uvicorn would close at once, _linger closes gently
+                self._closing = True
+
+        cycle.send = send_closing
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -185,7 +204,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self.transport.is_closing():
             return
-        if not self._in_headers:  # answered before the body came (413 on Content-Length): do not wait for it
+        if self._closing:  # answered before the body came (413 on Content-Length): do not wait for it
             self._linger()
             return
         self._arm_header_timer()  # the next request's headers have header_timeout_s from now

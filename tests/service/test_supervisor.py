@@ -115,6 +115,12 @@ class Service:
         alive = set(children(self.proc.pid))
         return [pid for pid in logged_pids(self.log.read_text(), role) if pid in alive]
 
+    def wait_for(self, *roles: str) -> None:
+        """Ready says one front end is up; the others may still be starting."""
+        deadline = time.monotonic() + 30
+        while not all(self.pids(role) for role in roles) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def close(self) -> None:
         self.stop_load()
         if self.proc.poll() is None:
@@ -154,6 +160,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_unlinks_shared_me
 
 
 def test_a_killed_front_end_loses_at_most_its_requests_and_is_replaced(service):
+    service.wait_for("frontend-0")
     (killed,) = service.pids("frontend-0")
     service.load()
     time.sleep(1.0)
@@ -183,9 +190,7 @@ def test_the_engine_dying_stops_the_service_with_an_error(service):
 def test_a_killed_supervisor_takes_every_process_and_segment_with_it(service):
     ours = segments() - service.segments_before
     roles = ("engine", "frontend-0", "frontend-1")
-    deadline = time.monotonic() + 30
-    while not all(service.pids(role) for role in roles) and time.monotonic() < deadline:
-        time.sleep(0.1)  # ready says one front end is up; the other may still be starting
+    service.wait_for(*roles)
     pids = [pid for role in roles for pid in service.pids(role)]
     assert len(pids) == 3
     service.proc.kill()

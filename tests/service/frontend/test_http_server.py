@@ -195,6 +195,24 @@ def test_an_early_answer_is_followed_by_a_graceful_close(server):
         assert closed_by_server(sock)
 
 
+def test_an_early_answer_tells_the_client_to_close(server):
+    """So that a keep-alive client sends its next request on a new connection, not on this closing one."""
+    port, _ = server
+
+    def head_of(request: bytes) -> bytes:
+        with connect(port) as sock:
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(65536)
+            return head.lower()
+
+    early = head_of(b"POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+    assert early.startswith(b"http/1.1 413") and b"\r\nconnection: close\r\n" in early
+    read = head_of(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+    assert read.startswith(b"http/1.1 200") and b"connection: close" not in read  # its body was read: kept
+
+
 @pytest.mark.parametrize(
     "headers,reason",
     [
