@@ -31,8 +31,8 @@ COPY service service
 RUN pip install '.[serve]'
 COPY --from=export --chown=serve:serve /model_repository /models
 USER serve
-ENV SERVE_MODEL_REPOSITORY=/models SERVE_HOST=0.0.0.0 SERVE_PORT=8000
-EXPOSE 8000
+ENV SERVE_MODEL_REPOSITORY=/models SERVE_HOST=0.0.0.0 SERVE_PORT=8000 SERVE_GRPC_PORT=8001
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 CMD ["python", "-m", "service"]

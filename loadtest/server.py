@@ -51,11 +51,11 @@ def running_service(
     settled: bool = False,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Yields (base URL, process) once /readyz says ready (`settled`: once no model is loading); SIGINT, then
-    SIGKILL, on the way out."""
+    SIGKILL, on the way out. gRPC listens on a free port too, unless `env` names SERVE_GRPC_PORT."""
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--model-repository", str(repository)]
-    full_env = {**os.environ, "SERVE_MODELS": ",".join(models), **(env or {})}
+    full_env = {**os.environ, "SERVE_MODELS": ",".join(models), "SERVE_GRPC_PORT": str(free_port()), **(env or {})}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT if log else None)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,6 +1,6 @@
-"""`create_app()`: the front end's FastAPI app. It only wires: routes, error handlers, the metrics
-middleware, and a lifespan that owns the decode pool and the model backend (the models in this process,
-or the engine process's, service/frontend/engine_client.py).
+"""`create_app()`: the front end's FastAPI app. It only wires: routes (REST v1, V2), error handlers, the metrics
+and CORS middleware, and a lifespan that owns the decode pool, the model backend (the models in this process,
+or the engine process's, service/frontend/engine_client.py) and the gRPC server.
 
 Startup returns at once: models load and warm up in the background while `/healthz` answers and `/readyz`
 says 503. A model that fails to load is marked failed with its reason; the others serve.
@@ -13,14 +13,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from service.config import Settings
 from service.engine.models import in_process
 from service.frontend.decode_pool import DecodePool
 from service.frontend.error_handlers import install_error_handlers
-from service.frontend.observe import ObserveClassify
+from service.frontend.grpc_server import start_grpc
+from service.frontend.observe import ObserveInference
 from service.frontend.preprocess import configure_pillow
-from service.frontend.routes import classify, health, models
+from service.frontend.routes import classify, health, models, v2
+from service.frontend.v2_body import HEADER_LENGTH
 from service.metrics import Metrics
 from service.runtime import trim_periodically
 from service.state import ServiceState
@@ -46,9 +49,14 @@ def _watch_decode_backlog(metrics: Metrics, pool: DecodePool) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, metrics: Metrics | None = None, backend: Backend = in_process
+    settings: Settings | None = None,
+    metrics: Metrics | None = None,
+    backend: Backend = in_process,
+    *,
+    shared_grpc_port: bool = False,
 ) -> FastAPI:
-    """`metrics`: pass the registry the HTTP server counts its refusals in, so /metrics shows them too."""
+    """`metrics`: pass the registry the HTTP server counts its refusals in, so /metrics shows them too.
+    `shared_grpc_port`: other front ends listen on SERVE_GRPC_PORT too (workers)."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
 
@@ -60,10 +68,17 @@ def create_app(
         tasks = [asyncio.create_task(trim_periodically(), name="trim-malloc")]
         try:
             async with backend(settings, metrics) as model_backend:
-                app.state.service = ServiceState(settings, metrics, decode_pool, model_backend)
+                app.state.service = state = ServiceState(settings, metrics, decode_pool, model_backend)
                 if metrics.multiprocess:
                     tasks.append(asyncio.create_task(metrics.refresh_periodically(), name="refresh-gauges"))
-                yield
+                grpc_server = (
+                    await start_grpc(settings, state, shared_port=shared_grpc_port) if settings.grpc_port else None
+                )
+                try:
+                    yield
+                finally:
+                    if grpc_server is not None:  # no new calls; those running get until their default deadline
+                        await grpc_server.stop(settings.request_timeout_ms / 1000)
         finally:
             for task in tasks:
                 task.cancel()
@@ -79,8 +94,18 @@ def create_app(
         **_telemetry(settings),
     )
     install_error_handlers(app)
-    app.add_middleware(ObserveClassify)
+    app.add_middleware(ObserveInference)
+    if settings.cors_origins:  # outermost, so that errors carry CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "HEAD"],
+            allow_headers=["*"],
+            expose_headers=[HEADER_LENGTH, "Retry-After"],
+            max_age=600,
+        )
     app.include_router(classify.router)
+    app.include_router(v2.router)
     app.include_router(models.router)
     app.include_router(health.router)
     return app

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     # HTTP.
     host: str = Field("0.0.0.0", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Port of the Open Inference Protocol's gRPC service; 0 turns gRPC off."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins browsers may call the API from (CORS), `*` for any; empty: CORS off.",
+    )
     access_log: bool = Field(False, description="Log a line per request; Prometheus metrics count them either way.")
     max_connections: int = Field(
         1024, ge=1, description="Open connections; a new one beyond this gets 503 when its first request arrives."
@@ -142,7 +149,7 @@ class Settings(BaseSettings):
         description="Batches per model running at once; unset: 1 on CPU, 2 on a GPU (one forms while one runs).",
     )
 
-    @field_validator("models", "providers", "preferred_batch_sizes", mode="before")
+    @field_validator("models", "providers", "preferred_batch_sizes", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)

@@ -30,10 +30,17 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         by_model = ["model"]
         self.requests = Counter(
-            "cnnserve_requests", "Classify requests by model and status.", ["model", "code"], registry=r
+            "cnnserve_requests",
+            "Inference requests by model, HTTP status (gRPC: the status its code stands for) and API (v1, v2, grpc).",
+            ["model", "code", "api"],
+            registry=r,
         )
         self.request_latency = Histogram(
-            "cnnserve_request_duration_seconds", "Classify request latency.", by_model, buckets=SECONDS, registry=r
+            "cnnserve_request_duration_seconds",
+            "Inference request latency, every API.",
+            by_model,
+            buckets=SECONDS,
+            registry=r,
         )
         self.queue_time = Histogram(
             "cnnserve_queue_duration_seconds",

@@ -76,6 +76,19 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
+def check_grpc_port(settings: Settings) -> None:
+    """The front ends share SERVE_GRPC_PORT with SO_REUSEPORT, which would as gladly share it with another
+    service of the same user: so the port must be free before they start (a bind without SO_REUSEPORT)."""
+    if not settings.grpc_port:
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as e:
+            raise SystemExit(f"gRPC port {settings.grpc_port} is taken ({e.strerror}): set SERVE_GRPC_PORT") from e
+
+
 class Supervisor:
     def __init__(self, settings: Settings, workers: int):
         self.settings, self.workers = settings, workers
@@ -121,6 +134,7 @@ class Supervisor:
                 size,
             )
             sock = bind(self.settings)
+            check_grpc_port(self.settings)
             address = str(self._run_dir / "engine.sock")
             self._engine = self._spawn.Process(
                 target=run_engine, args=(self.settings, address, [p.spec for p in self._pools]), name="engine"

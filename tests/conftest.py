@@ -1,6 +1,11 @@
+import os
 import sys
 
 import pytest
+
+# Apps built in the test process serve no gRPC unless a test asks for a port: two would both want 8001.
+# Services started as processes (loadtest/server.py) get a free port of their own.
+os.environ["SERVE_GRPC_PORT"] = "0"
 
 
 def pytest_collection_finish(session):

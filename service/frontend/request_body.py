@@ -82,16 +82,25 @@ async def read_images(request: Request, *, max_bytes: int, max_images: int) -> I
     return images
 
 
+def media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+def is_json(request: Request) -> bool:
+    """The images came base64-encoded in JSON: bytes that decode to no image are then the image's fault."""
+    return media_type(request.headers.get("content-type", "")) == "application/json"
+
+
 def split_body(body: bytes, content_type: str, max_images: int) -> Images:
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type in RAW_TYPES:
+    kind = media_type(content_type)
+    if kind in RAW_TYPES:
         return [("image 0", body)]
-    if media_type == "multipart/form-data":
+    if kind == "multipart/form-data":
         return multipart_images(body, content_type, max_images)
-    if media_type == "application/json":
+    if kind == "application/json":
         return base64_images(body, max_images)
     raise UnsupportedMediaType(
-        f"Content-Type {media_type!r} is not accepted; send an image, multipart/form-data or application/json"
+        f"Content-Type {kind!r} is not accepted; send an image, multipart/form-data or application/json"
     )
 
 

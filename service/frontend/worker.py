@@ -25,4 +25,5 @@ def run_frontend(index: int, settings: Settings, sock: socket.socket, address: s
     logging.getLogger(__name__).info("process settings: %s", tuned)
     metrics = Metrics()
     limits = HttpLimits.from_settings(settings, on_refused=lambda reason: metrics.http_refused.labels(reason).inc())
-    serve(create_app(settings, metrics, backend=remote(address, pool, index)), settings, limits, sockets=[sock])
+    app = create_app(settings, metrics, backend=remote(address, pool, index), shared_grpc_port=True)
+    serve(app, settings, limits, sockets=[sock])

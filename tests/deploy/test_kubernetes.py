@@ -21,8 +21,9 @@ def test_replicas_with_readiness_on_readyz_and_liveness_on_healthz():
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    (port,) = container["ports"]
-    assert port["containerPort"] == Settings().port
+    port, grpc = container["ports"]
+    assert port["containerPort"] == Settings.model_fields["port"].default
+    assert grpc["containerPort"] == Settings.model_fields["grpc_port"].default
     assert all(probe["httpGet"]["port"] == port["name"] for key, probe in container.items() if key.endswith("Probe"))
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 

@@ -9,11 +9,13 @@ def test_environment_with_comma_lists(monkeypatch):
     monkeypatch.setenv("SERVE_PROVIDERS", "cuda,cpu")
     monkeypatch.setenv("SERVE_PREFERRED_BATCH_SIZES", "4,8")
     monkeypatch.setenv("SERVE_PORT", "9000")
+    monkeypatch.setenv("SERVE_CORS_ORIGINS", "https://a.example, https://b.example")
     s = Settings()
     assert s.models == ["resnet50", "vgg16"]
     assert s.providers == ["cuda", "cpu"]
     assert s.preferred_batch_sizes == [4, 8]
     assert s.port == 9000
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
 
 
 def test_defaults():

@@ -78,7 +78,7 @@ def assert_serves(service) -> None:
 
 
 def counts(service) -> dict[str, float]:
-    """cnnserve_* samples by name and labels, e.g. 'cnnserve_requests_total{code=499,model=tiny_rgb}'."""
+    """cnnserve_* samples by name and labels, e.g. 'cnnserve_requests_total{api=v1,code=499,model=tiny_rgb}'."""
     text = httpx.get(service[0] + "/metrics").text
     out = {}
     for family in text_string_to_metric_families(text):
@@ -137,10 +137,10 @@ def test_a_client_leaving_mid_body_is_counted_apart_not_as_a_server_error(servic
     asyncio.run(hostile.hang_up(host, port, partial, 0.2))
     assert_serves(service)
     after = counts(service)
-    assert total(after, r"cnnserve_requests_total\{code=499,.*") > total(
-        before, r"cnnserve_requests_total\{code=499,.*"
+    assert total(after, r"cnnserve_requests_total\{api=v1,code=499,.*") > total(
+        before, r"cnnserve_requests_total\{api=v1,code=499,.*"
     )
-    assert total(after, r"cnnserve_requests_total\{code=5.*") == 0
+    assert total(after, r"cnnserve_requests_total\{api=\w+,code=5.*") == 0
 
 
 def test_ten_thousand_multipart_parts_stop_at_the_limit(service):
@@ -192,7 +192,7 @@ def test_a_disconnected_clients_queued_work_is_not_run(service):
     asyncio.run(three_hang_ups())
     after = counts(service)
     model = "model=tiny_waiting"
-    assert after[f"cnnserve_requests_total{{code=499,{model}}}"] == 3
+    assert after[f"cnnserve_requests_total{{api=v1,code=499,{model}}}"] == 3
     assert after[f"cnnserve_batch_size_count{{{model}}}"] == before[f"cnnserve_batch_size_count{{{model}}}"]
     assert_serves(service)
 

@@ -1,20 +1,21 @@
-"""`POST /v1/classify?model=NAME&top_k=K&timeout_ms=T`: read the body, reserve room for its images, decode
-them, hand them to the models, answer; if the client leaves meanwhile, its work is cancelled.
+"""`POST /v1/classify?model=NAME&top_k=K&timeout_ms=T`: read the body, run its images (service/frontend/inference.py),
+answer the top classes; if the client leaves meanwhile, its work is cancelled.
 
 The body is one raw image (image/* or application/octet-stream), multipart/form-data with one or
 more files, or JSON `{"images": ["<base64>", ...]}` (service/frontend/request_body.py).
 """
 
+import functools
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from service.errors import DeadlineExceeded, InvalidArgument
-from service.frontend.request_body import read_images, unless_disconnected
+from service.errors import InvalidArgument
+from service.frontend.inference import infer_images
+from service.frontend.request_body import is_json, read_images, unless_disconnected
 from service.schemas import ClassifyResponse, ErrorResponse, ImageResult, Prediction, Timing
 from service.state import ServiceState, get_state
-from service.status import ModelStatus, Reservation
 
 router = APIRouter(tags=["classify"])
 
@@ -49,31 +50,14 @@ async def classify(
     images = await read_images(
         request, max_bytes=settings.max_request_bytes, max_images=settings.max_images_per_request
     )
-    reservation = state.models.reserve(status, len(images))  # shed before decoding
-    try:
-        return await unless_disconnected(request, _answer(state, status, reservation, images, deadline, k))
-    finally:
-        reservation.release()
-
-
-async def _answer(
-    state: ServiceState,
-    status: ModelStatus,
-    reservation: Reservation,
-    images: list[tuple[str, bytes]],
-    deadline: float,
-    k: int,
-) -> ClassifyResponse:
-    decoded = await state.decode_pool.decode(images, state.preprocessor(status), deadline, reservation.buffers)
-    for d in decoded:
-        state.metrics.decode_time.labels(d.lane).observe(d.decode_ms / 1000)
-    if time.monotonic() >= deadline:
-        raise DeadlineExceeded("deadline passed while decoding")
-    results = await state.models.infer(status, reservation, [d.array for d in decoded], deadline)
-
-    queue_time = state.metrics.queue_time.labels(status.name)
-    for r in results:
-        queue_time.observe(r.queue_ms / 1000)
+    answers = await infer_images(
+        state,
+        status,
+        images,
+        deadline,
+        embedded=is_json(request),
+        watch=functools.partial(unless_disconnected, request),
+    )
     source = status.source
     return ClassifyResponse(
         model=status.name,
@@ -81,10 +65,10 @@ async def _answer(
         weights=source.config.versions[source.version].weights,
         results=[
             ImageResult(
-                predictions=Prediction.top_k(r.output, source.labels, k),
-                timing=Timing(decode_ms=d.decode_ms, queue_ms=r.queue_ms, inference_ms=r.inference_ms),
-                batch_size=r.batch_size,
+                predictions=Prediction.top_k(a.output, source.labels, k),
+                timing=Timing(decode_ms=a.decode_ms, queue_ms=a.queue_ms, inference_ms=a.inference_ms),
+                batch_size=a.batch_size,
             )
-            for r, d in zip(results, decoded, strict=True)
+            for a in answers
         ],
     )

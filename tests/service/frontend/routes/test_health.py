@@ -72,8 +72,8 @@ def test_metrics(client):
         "cnnserve_models_ready",
     ):
         assert name in text
-    assert 'cnnserve_requests_total{code="200",model="tiny_rgb"} 1.0' in text
-    assert 'cnnserve_requests_total{code="404",model="unknown"} 1.0' in text
+    assert 'cnnserve_requests_total{api="v1",code="200",model="tiny_rgb"} 1.0' in text
+    assert 'cnnserve_requests_total{api="v1",code="404",model="unknown"} 1.0' in text
     assert "cnnserve_models_ready 2.0" in text
 
 

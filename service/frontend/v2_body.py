@@ -1,0 +1,214 @@
+"""A V2 inference request's HTTP body to tensors, and tensors to the response body: JSON, and the binary tensor
+data extension (the body is a JSON header of `Inference-Header-Content-Length` bytes, then each tensor with a
+`binary_data_size` parameter, in order). BYTES elements in JSON are base64 text (JSON strings cannot carry
+an image's bytes); in binary they are raw.
+"""
+
+import base64
+import binascii
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from service.errors import BadRequest, InvalidArgument, RequestTooLarge, UnsupportedMediaType, shorten
+from service.frontend.tensors import (
+    BYTES,
+    NUMERIC,
+    InputTensor,
+    OutputTensor,
+    RequestedOutput,
+    check_shape,
+    deserialize_bytes,
+    element_count,
+    numeric_from_list,
+    numeric_from_raw,
+    serialize_bytes,
+    shown,
+)
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# Content-Encoding a client may compress the request with (tritonclient's request_compression_algorithm).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _Tensor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    shape: list[Any]
+    datatype: str
+    parameters: dict[str, Any] = {}
+    data: list[Any] | None = None
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    parameters: dict[str, Any] = {}
+
+
+class _InferRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    parameters: dict[str, Any] = {}
+    inputs: list[_Tensor]
+    outputs: list[_Output] = []
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput]
+    timeout_us: float | None  # Triton's `timeout` parameter
+    binary_output: bool  # the default for outputs that do not say (`binary_data_output`)
+
+
+def decompressed(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent before gzip or deflate, refusing to inflate past `limit` bytes (a 16 MB zip bomb
+    inflates to gigabytes)."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _WBITS:
+        raise UnsupportedMediaType(f"Content-Encoding {shorten(encoding, 40)!r} is not accepted; use gzip or deflate")
+    inflater = zlib.decompressobj(_WBITS[encoding])
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"body is not valid {encoding}: {e}") from e
+    if len(data) > limit:
+        raise RequestTooLarge(f"body inflates to over the limit of {limit} bytes")
+    return data
+
+
+def _flag(parameters: dict[str, Any], key: str, default: bool) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"parameter {key!r} must be true or false, got {shorten(str(value), 40)}")
+    return value
+
+
+def _int_parameter(parameters: dict[str, Any], key: str) -> int:
+    value = parameters.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadRequest(f"parameter {key!r} must be a non-negative integer, got {shorten(str(value), 40)}")
+    return value
+
+
+def _bytes_from_json(data: list[Any], count: int, name: str) -> list[bytes]:
+    flat = np.asarray(data, dtype=object).ravel()
+    if flat.size != count:
+        raise BadRequest(f"input {shown(name)}: {flat.size} BYTES elements, its shape needs {count}")
+    items = []
+    for i, text in enumerate(flat):
+        if not isinstance(text, str):
+            raise BadRequest(f"input {shown(name)}: BYTES element {i} must be a base64 string")
+        if text.startswith("data:"):
+            text = text.partition(",")[2]
+        try:
+            items.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError) as e:
+            raise BadRequest(f"input {shown(name)}: BYTES element {i} is not valid base64") from e
+    return items
+
+
+def _input(tensor: _Tensor, binary: memoryview | None) -> InputTensor:
+    shape = check_shape(tensor.shape)
+    if tensor.datatype != BYTES and tensor.datatype not in NUMERIC:
+        raise BadRequest(f"input {shown(tensor.name)}: unknown datatype {shorten(tensor.datatype, 20)!r}")
+    count = element_count(shape)
+    if binary is not None:
+        if tensor.datatype == BYTES:
+            data = deserialize_bytes(binary, count, tensor.name)
+        else:
+            data = numeric_from_raw(binary, tensor.datatype, shape, tensor.name)
+    elif tensor.data is None:
+        raise BadRequest(f"input {shown(tensor.name)} has neither data nor binary_data_size")
+    elif tensor.datatype == BYTES:
+        data = _bytes_from_json(tensor.data, count, tensor.name)
+    else:
+        data = numeric_from_list(tensor.data, tensor.datatype, shape, tensor.name)
+    return InputTensor(tensor.name, tensor.datatype, shape, data)
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """The request's tensors; BadRequest (400) naming what is wrong. Large bodies: call from a thread."""
+    if header_length is None:
+        header, trailer = body, memoryview(b"")
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise BadRequest(f"{HEADER_LENGTH} is {shorten(header_length, 20)}, the body has {len(body)} bytes")
+        view = memoryview(body)
+        header, trailer = bytes(view[: int(header_length)]), view[int(header_length) :]
+    try:
+        request = _InferRequest.model_validate_json(header)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+        raise BadRequest(f"not a V2 inference request: {shorten(problems, 400)}") from e
+    inputs, offset = [], 0
+    for tensor in request.inputs:
+        size = _int_parameter(tensor.parameters, "binary_data_size")
+        if "binary_data_size" in tensor.parameters:
+            if offset + size > len(trailer):
+                raise BadRequest(f"input {shown(tensor.name)}: binary_data_size runs past the end of the body")
+            inputs.append(_input(tensor, trailer[offset : offset + size]))
+            offset += size
+        else:
+            inputs.append(_input(tensor, None))
+    if offset != len(trailer):
+        raise BadRequest(f"{len(trailer) - offset} bytes of binary data that no input's binary_data_size claims")
+    timeout = request.parameters.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
+        raise InvalidArgument(f"parameter 'timeout' must be a positive number of microseconds, got {timeout!r}")
+    binary_output = _flag(request.parameters, "binary_data_output", False)
+    outputs = [
+        RequestedOutput(
+            o.name,
+            classification=_int_parameter(o.parameters, "classification"),
+            binary=_flag(o.parameters, "binary_data", binary_output),
+        )
+        for o in request.outputs
+    ]
+    return InferRequest(request.id, inputs, outputs, timeout, binary_output)
+
+
+def _json_data(tensor: OutputTensor) -> list:
+    if tensor.datatype == BYTES:
+        return [item.decode("utf-8", "replace") for item in tensor.data.flat]
+    return tensor.data.ravel().tolist()
+
+
+def _binary_data(tensor: OutputTensor) -> bytes:
+    if tensor.datatype == BYTES:
+        return serialize_bytes(tensor.data)
+    return np.ascontiguousarray(tensor.data, dtype=tensor.data.dtype.newbyteorder("<")).tobytes()
+
+
+def encode_infer_response(
+    model: str, version: int, request_id: str | None, tensors: list[OutputTensor], binary: list[bool]
+) -> tuple[bytes, int | None]:
+    """(body, JSON header length when some output is binary, else None)."""
+    outputs, trailer = [], []
+    for tensor, as_binary in zip(tensors, binary, strict=True):
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if as_binary:
+            data = _binary_data(tensor)
+            entry["parameters"] = {"binary_data_size": len(data)}
+            trailer.append(data)
+        else:
+            entry["data"] = _json_data(tensor)
+        outputs.append(entry)
+    response: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": outputs}
+    if request_id is not None:
+        response["id"] = request_id
+    header = json.dumps(response, separators=(",", ":")).encode()
+    if not trailer:
+        return header, None
+    return b"".join([header, *trailer]), len(header)
