@@ -154,11 +154,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answering_errors
     async def ModelReady(self, request, context):
+        """A version not served is not ready (as HTTP's 404, which Triton's clients read as not ready)."""
         status = require(await self.state.models.fresh_statuses(), request.name, ready=False)
         is_ready = status.state is ModelState.READY
-        if is_ready:
-            check_version(status, request.version or None)
-        return service_pb2.ModelReadyResponse(ready=is_ready)
+        served = not request.version or (status.source is not None and request.version == str(status.source.version))
+        return service_pb2.ModelReadyResponse(ready=is_ready and served)
 
     @_answering_errors
     async def ServerMetadata(self, request, context):

@@ -34,19 +34,40 @@ GRAY_BIAS = np.array([0, 0.5, 0], dtype=np.float32)
 GRAY_LABELS = ("dark", "mid", "light")
 
 
-def onnx_bytes(weight: np.ndarray, bias: np.ndarray, *, input_name: str = "input") -> bytes:
+def onnx_bytes(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    *,
+    input_name: str = "input",
+    uint8: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> bytes:
+    """`uint8=(mean, std)`: the graph takes uint8 pixels and normalizes them itself, as `export --uint8` makes it."""
     channels, classes = weight.shape
-    nodes = [
-        helper.make_node("ReduceMean", [input_name], ["pooled"], axes=[2, 3], keepdims=0),
+    nodes, initializers, pixels = [], [], input_name
+    if uint8 is not None:
+        mean, std = (np.asarray(v, np.float32).reshape(1, channels, 1, 1) * 255 for v in uint8)
+        nodes = [
+            helper.make_node("Cast", [input_name], ["as_float"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", ["as_float", "mean"], ["centered"]),
+            helper.make_node("Div", ["centered", "std"], ["normalized"]),
+        ]
+        initializers = [numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(std, "std")]
+        pixels = "normalized"
+    nodes += [
+        helper.make_node("ReduceMean", [pixels], ["pooled"], axes=[2, 3], keepdims=0),
         helper.make_node("MatMul", ["pooled", "weight"], ["projected"]),
         helper.make_node("Add", ["projected", "bias"], ["logits"]),
     ]
     graph = helper.make_graph(
         nodes,
         "tiny",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", channels, "H", "W"])],
+        [
+            helper.make_tensor_value_info(
+                input_name, TensorProto.UINT8 if uint8 else TensorProto.FLOAT, ["N", channels, "H", "W"]
+            )
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
-        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+        initializer=[*initializers, numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -68,13 +89,17 @@ def write_model(
     std: tuple[float, ...] = IMAGENET_STD,
     versions: tuple[int, ...] = (1,),
     batching: Batching | None = None,
+    uint8: bool = False,
 ) -> Path:
-    """Write `root/name/` as export would: config.json, labels.txt, <version>/model.onnx."""
+    """Write `root/name/` as export would: config.json, labels.txt, <version>/model.onnx. `uint8`: as
+    `export --uint8` writes it, the graph taking pixels and normalizing them itself."""
     model_dir = root / name
     channels = weight.shape[0]
     entries = {}
     for v in versions:
-        data = onnx_bytes(weight * v, bias)  # versions differ, so "latest" is observable
+        data = onnx_bytes(
+            weight * v, bias, uint8=(mean, std) if uint8 else None
+        )  # versions differ, so "latest" is observable
         (model_dir / str(v)).mkdir(parents=True, exist_ok=True)
         (model_dir / str(v) / "model.onnx").write_bytes(data)
         entries[v] = Version(
@@ -89,7 +114,7 @@ def write_model(
     config = ModelConfig(
         name=name,
         card={"family": "tiny", "year": 2025, "paper": "test fixture"},
-        input=TensorSpec(name="input", dtype="float32", shape=(-1, channels, crop, crop)),
+        input=TensorSpec(name="input", dtype="uint8" if uint8 else "float32", shape=(-1, channels, crop, crop)),
         output=TensorSpec(name="logits", dtype="float32", shape=(-1, len(labels)), layout="NC"),
         preprocessing=Preprocessing(
             color_mode=color_mode,
@@ -98,6 +123,7 @@ def write_model(
             interpolation="bilinear",
             mean=mean,
             std=std,
+            fused=uint8,
         ),
         batching=batching or Batching(max_batch_size=8, max_queue_delay_ms=5, max_queue_size=64),
         versions=entries,

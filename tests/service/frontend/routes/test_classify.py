@@ -65,6 +65,13 @@ def test_json_base64(client):
     assert [top_label(r) for r in response.json()["results"]] == list(COLORS)
 
 
+def test_json_base64_that_is_no_image_is_an_invalid_image(client):
+    """The body's media type (JSON) was right; the image inside it is what is wrong: 400, not 415."""
+    images = [base64.b64encode(image_bytes()).decode(), base64.b64encode(b"hello, not an image").decode()]
+    error = assert_error(client.post(URL, json={"images": images}), 400, "invalid_image")
+    assert error["message"].startswith("image 1: not a supported image")
+
+
 def test_grayscale_model(client):
     url = "/v1/classify?model=tiny_gray&top_k=1"
     for value, label in ((0, "dark"), (128, "mid"), (255, "light")):
