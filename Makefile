@@ -59,7 +59,7 @@ clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
 
 # Benchmarks and load tests (loadtest/): figures, not tests. Results go to loadtest/results/ (ignored).
-.PHONY: bench startup attack loadtest
+.PHONY: bench bench-protocols startup attack loadtest
 BENCH_MODEL ?= resnet50
 BENCH_ARGS ?=
 ATTACK_ARGS ?=
@@ -72,6 +72,13 @@ LOADTEST_PORT ?= 8123
 bench: export
 	$(PY) loadtest/bench.py --model $(BENCH_MODEL) --repository $(REPO) $(BENCH_ARGS) \
 		--output loadtest/results/bench-$$(date -u +%Y%m%dT%H%M%SZ).json
+
+# Every API on the same photos and concurrency: /v1/classify, V2 JSON, V2 binary and gRPC, with encoded images
+# and with tensors the client preprocessed (FP32, and UINT8 from a --uint8 export); prints a Markdown table.
+PROTOCOL_MODELS ?= resnet50 lenet5
+bench-protocols: export
+	$(PY) -m loadtest.protocols $(foreach m,$(PROTOCOL_MODELS),--model $(m)) --repository $(REPO) \
+		--output loadtest/results/protocols-$$(date -u +%Y%m%dT%H%M%SZ).json
 
 # Seconds from launch to ready: a cold start (TensorRT cache emptied), then two restarts with it kept.
 startup: export

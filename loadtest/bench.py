@@ -31,7 +31,7 @@ import onnxruntime as ort
 from loadtest.gpu import GpuMonitor, gpu_info
 from loadtest.images import photo_jpegs
 from loadtest.measure import decode_rates, device_points, http_point, raw_point
-from loadtest.server import ROOT, cpu_seconds, running_service
+from loadtest.server import ROOT, running_service, tree_cpu_seconds
 from service.config import Settings, usable_cores
 from service.engine.loader import build_engine, effective_batching, session_providers
 from service.engine.session import CPU, cuda_graphs_in_use, open_session
@@ -133,7 +133,7 @@ def bench_service(
         points = []
         for c in concurrency:
             with GpuMonitor() as gpu:
-                point = http_point(url, model, jpegs, c, seconds, lambda: cpu_seconds(proc.pid))
+                point = http_point(url, model, jpegs, c, seconds, lambda: tree_cpu_seconds(proc.pid))
             points.append({**point, **(gpu.summary() or {})})
     keys = ("providers", "batching", "bucket_sizes", "cuda_graph_batch_sizes")
     return {**{k: info.get(k) for k in keys}, "points": points}

@@ -55,7 +55,7 @@ def raw_point(engine: Engine, tensors: list[np.ndarray], batch_size: int, second
 
 
 @dataclass
-class _Window:
+class Window:
     """Recording starts once every client has had an answer (a steady state), and stops after
     `seconds` and at least one answer per client, or after MAX_STRETCH times `seconds`."""
 
@@ -79,13 +79,13 @@ class _Window:
             self.end = now
 
 
-async def _worker(url: str, images, window: _Window, worker: int, started: float) -> None:
+async def _worker(url: str, images, window: Window, worker: int, started: float) -> None:
     async with httpx.AsyncClient(timeout=300) as client:  # one connection each: a shared pool costs O(clients)
         while window.end == math.inf:
             await _request(client, url, images, window, worker, started)
 
 
-async def _request(client: httpx.AsyncClient, url: str, images, window: _Window, worker: int, started: float) -> None:
+async def _request(client: httpx.AsyncClient, url: str, images, window: Window, worker: int, started: float) -> None:
     t0 = time.perf_counter()
     response = await client.post(url, content=next(images), headers={"content-type": "image/jpeg"})
     t1 = time.perf_counter()
@@ -101,8 +101,8 @@ async def _request(client: httpx.AsyncClient, url: str, images, window: _Window,
     window.update(t1, started)
 
 
-async def _http_point(base_url: str, model: str, jpegs: list[bytes], concurrency: int, seconds: float) -> _Window:
-    window = _Window(concurrency, seconds)
+async def _http_point(base_url: str, model: str, jpegs: list[bytes], concurrency: int, seconds: float) -> Window:
+    window = Window(concurrency, seconds)
     url = f"{base_url}/v1/classify?model={model}&top_k=1"
     images = itertools.cycle(jpegs)  # shared by the workers: one event loop, so no lock is needed
     started = time.perf_counter()
@@ -112,7 +112,7 @@ async def _http_point(base_url: str, model: str, jpegs: list[bytes], concurrency
 
 def http_point(base_url: str, model: str, jpegs: list[bytes], concurrency: int, seconds: float, server_cpu) -> dict:
     """`concurrency` closed-loop clients, one JPEG per request; figures from the answers inside the
-    recorded window (see _Window). Requests still in flight at its end drain, unrecorded."""
+    recorded window (see Window). Requests still in flight at its end drain, unrecorded."""
     cpu0, server0, wall0 = process_cpu_s(), server_cpu(), time.perf_counter()
     window = asyncio.run(_http_point(base_url, model, jpegs, concurrency, seconds))
     wall = time.perf_counter() - wall0

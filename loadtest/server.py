@@ -30,6 +30,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid`'s children, their children, ...: a supervisor's engine and front ends (from /proc)."""
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in children.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            stack += kids
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` and its living descendants: the whole service, in either process layout."""
+    return sum(cpu_seconds(p) for p in [pid, *descendants(pid)])
+
+
 def _ready(url: str, settled: bool = False) -> bool:
     """/readyz says ready; with `settled`, says that no model is still loading (some may have failed)."""
     try:
