@@ -1,5 +1,5 @@
 """V2 over HTTP at the wire, in each process layout: bodies written by hand (tritonclient's are in
-tests/service/test_triton_clients.py), so that every malformed one can be sent, and the error shape
+tests/service/test_inference_clients.py), so that every malformed one can be sent, and the error shape
 `{"error": "..."}` checked."""
 
 import base64

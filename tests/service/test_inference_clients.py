@@ -1,10 +1,13 @@
-"""The Open Inference Protocol with clients this project did not write: tritonclient's HTTP and gRPC clients
-against `python -m service` in each process layout. Tiny models whose logits are computable by hand
-(tests/service/conftest.py) check every answer; a real photo checks that V2's BYTES input and /v1/classify
-decode alike."""
+"""The Open Inference Protocol with clients this project did not write: tritonclient's HTTP and gRPC clients, and
+the KServe SDK's V2 REST client, against `python -m service` in each process layout. Tiny models whose logits
+are computable by hand (tests/service/conftest.py) check every answer; a real photo checks that V2's BYTES
+input and /v1/classify decode alike."""
 
 import base64
 import io
+import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from loadtest.images import photo_jpegs
-from loadtest.server import free_port, running_service
+from loadtest.server import ROOT, free_port, running_service
 from tests.service.conftest import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -272,3 +275,21 @@ def test_an_overloaded_model_answers_unavailable_with_retry_pushback(repo):
         assert error.value.status() == "429"
         client.close()
         http.close()
+
+
+def test_the_kserve_sdk_v2_rest_client(service):
+    """In its own process: KServe's SDK and tritonclient both register the `inference` protobuf package, and one
+    process cannot hold both (the service's gRPC uses tritonclient's)."""
+    tensor = solid_tensor(COLORS[4])
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.service.kserve_client", service.url, "tiny_rgb", json.dumps(tensor.tolist())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    answers = json.loads(run.stdout)
+    assert answers["ready"] == [True, True] and len(answers["logits"]) == 2  # JSON, then binary
+    for logits in answers["logits"]:
+        np.testing.assert_allclose(logits[0], expected_rgb_logits(COLORS[4]), rtol=1e-4, atol=1e-4)
