@@ -29,6 +29,7 @@ from service.frontend.tensors import (
     InputTensor,
     ModelSignature,
     RequestedOutput,
+    bytes_count,
     check_shape,
     deserialize_bytes,
     element_count,
@@ -117,11 +118,11 @@ def _parameter(parameters, key: str) -> int:
     return getattr(parameters[key], which)
 
 
-def _input(tensor: service_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InputTensor:
+def _input(tensor: service_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None, max_images: int) -> InputTensor:
     shape = check_shape(list(tensor.shape))
     if tensor.datatype not in CONTENTS and tensor.datatype != "FP16":
         raise BadRequest(f"input {shown(tensor.name)}: unknown datatype {tensor.datatype[:20]!r}")
-    count = element_count(shape)
+    count = bytes_count(shape, max_images) if tensor.datatype == BYTES else element_count(shape)
     if raw is not None:
         if tensor.datatype == BYTES:
             return InputTensor(tensor.name, BYTES, shape, deserialize_bytes(raw, count, tensor.name))
@@ -209,7 +210,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         raw = request.raw_input_contents
         if raw and len(raw) != len(request.inputs):
             raise BadRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-        inputs = [_input(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)]
+        max_images = settings.max_images_per_request
+        inputs = [_input(t, raw[i] if raw else None, max_images) for i, t in enumerate(request.inputs)]
         wanted = [
             RequestedOutput(o.name, classification=_parameter(o.parameters, "classification")) for o in request.outputs
         ]
@@ -222,7 +224,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         remaining = context.time_remaining()
         deadline = received + min(timeout_ms / 1000, remaining if remaining is not None else float("inf"))
 
-        images, batch = model_input(signature, inputs, settings.max_images_per_request)
+        images, batch = model_input(signature, inputs, max_images)
         if images is not None:
             answers = await infer_images(state, status, images, deadline, embedded=True)
         else:

@@ -96,6 +96,15 @@ def element_count(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
+def bytes_count(shape: tuple[int, ...], max_images: int) -> int:
+    """A BYTES tensor's element count (its images), refused above `max_images` before any element is read:
+    16 MB of empty elements would otherwise become four million Python objects."""
+    count = element_count(shape)
+    if count > max_images:
+        raise TooManyImages(f"{count} images in one request, the limit is {max_images}")
+    return count
+
+
 def check_shape(shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise BadRequest(f"tensor shape must be a list of integers, got {str(shape)[:100]}")

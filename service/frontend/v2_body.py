@@ -21,6 +21,7 @@ from service.frontend.tensors import (
     InputTensor,
     OutputTensor,
     RequestedOutput,
+    bytes_count,
     check_shape,
     deserialize_bytes,
     element_count,
@@ -119,11 +120,11 @@ def _bytes_from_json(data: list[Any], count: int, name: str) -> list[bytes]:
     return items
 
 
-def _input(tensor: _Tensor, binary: memoryview | None) -> InputTensor:
+def _input(tensor: _Tensor, binary: memoryview | None, max_images: int) -> InputTensor:
     shape = check_shape(tensor.shape)
     if tensor.datatype != BYTES and tensor.datatype not in NUMERIC:
         raise BadRequest(f"input {shown(tensor.name)}: unknown datatype {shorten(tensor.datatype, 20)!r}")
-    count = element_count(shape)
+    count = bytes_count(shape, max_images) if tensor.datatype == BYTES else element_count(shape)
     if binary is not None:
         if tensor.datatype == BYTES:
             data = deserialize_bytes(binary, count, tensor.name)
@@ -138,8 +139,9 @@ def _input(tensor: _Tensor, binary: memoryview | None) -> InputTensor:
     return InputTensor(tensor.name, tensor.datatype, shape, data)
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
-    """The request's tensors; BadRequest (400) naming what is wrong. Large bodies: call from a thread."""
+def parse_infer_request(body: bytes, header_length: str | None, max_images: int) -> InferRequest:
+    """The request's tensors; BadRequest (400) naming what is wrong, TooManyImages (413) for a BYTES input of more
+    than `max_images`. Large bodies: call from a thread."""
     if header_length is None:
         header, trailer = body, memoryview(b"")
     else:
@@ -158,10 +160,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if "binary_data_size" in tensor.parameters:
             if offset + size > len(trailer):
                 raise BadRequest(f"input {shown(tensor.name)}: binary_data_size runs past the end of the body")
-            inputs.append(_input(tensor, trailer[offset : offset + size]))
+            inputs.append(_input(tensor, trailer[offset : offset + size], max_images))
             offset += size
         else:
-            inputs.append(_input(tensor, None))
+            inputs.append(_input(tensor, None, max_images))
     if offset != len(trailer):
         raise BadRequest(f"{len(trailer) - offset} bytes of binary data that no input's binary_data_size claims")
     timeout = request.parameters.get("timeout")

@@ -11,6 +11,7 @@ import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -200,3 +201,24 @@ def test_a_killed_supervisor_takes_every_process_and_segment_with_it(service):
         time.sleep(0.1)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # killed by the kernel with it (PDEATHSIG)
     assert not (segments() & ours)  # unlinked by the resource tracker once the last of them went
+
+
+def test_a_taken_grpc_port_stops_the_supervisor_before_any_front_end_shares_it(tmp_path):
+    """Front ends share the gRPC port with SO_REUSEPORT, which would share it with another service too."""
+    write_rgb(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "SERVE_WORKERS": "2",
+            "SERVE_GRPC_PORT": str(port),
+            "SERVE_PROVIDERS": "cpu",
+        }
+        cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(free_port())]
+        run = subprocess.run(
+            [*cmd, "--model-repository", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert run.returncode != 0
+    assert f"gRPC port {port} is taken" in run.stderr

@@ -88,17 +88,18 @@ async def infer(request: Request, name: str, state: State, version: str | None =
     body = await read_body(request, settings.max_request_bytes)
     body = decompressed(body, request.headers.get("content-encoding"), settings.max_request_bytes)
     header_length = request.headers.get(HEADER_LENGTH)
+    max_images = settings.max_images_per_request
     if len(body) > SPLIT_IN_THREAD_BYTES:
-        parsed = await asyncio.to_thread(parse_infer_request, body, header_length)
+        parsed = await asyncio.to_thread(parse_infer_request, body, header_length, max_images)
     else:
-        parsed = parse_infer_request(body, header_length)
+        parsed = parse_infer_request(body, header_length, max_images)
     outputs = requested_outputs(signature, parsed.outputs, settings.max_top_k)
     timeout_ms = settings.request_timeout_ms if parsed.timeout_us is None else parsed.timeout_us / 1000
     if timeout_ms > settings.max_request_timeout_ms:
         raise InvalidArgument(f"timeout must be at most {settings.max_request_timeout_ms * 1000:g} microseconds")
     deadline = received + timeout_ms / 1000
 
-    images, batch = model_input(signature, parsed.inputs, settings.max_images_per_request)
+    images, batch = model_input(signature, parsed.inputs, max_images)
     watch = functools.partial(unless_disconnected, request)
     if images is not None:
         answers = await infer_images(state, status, images, deadline, embedded=True, watch=watch)

@@ -1,0 +1,118 @@
+import gzip
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from service.errors import BadRequest, InvalidArgument, RequestTooLarge, TooManyImages, UnsupportedMediaType
+from service.frontend.tensors import OutputTensor
+from service.frontend.v2_body import decompressed, encode_infer_response, parse_infer_request
+
+
+def binary(header: dict, *blobs: bytes) -> tuple[bytes, str]:
+    text = json.dumps(header).encode()
+    return text + b"".join(blobs), str(len(text))
+
+
+def test_json_and_binary_inputs_and_output_flags():
+    x = np.arange(4, dtype="<f4")
+    header = {
+        "id": "7",
+        "parameters": {"binary_data_output": True, "timeout": 5000},
+        "inputs": [
+            {"name": "a", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
+            {"name": "b", "shape": [2], "datatype": "BYTES", "data": ["aGk=", "data:image/png;base64,aGk="]},
+        ],
+        "outputs": [{"name": "logits"}, {"name": "logits", "parameters": {"binary_data": False, "classification": 2}}],
+    }
+    request = parse_infer_request(*binary(header, x.tobytes()), max_images=8)
+    assert request.id == "7" and request.timeout_us == 5000 and request.binary_output
+    np.testing.assert_array_equal(request.inputs[0].data, x)
+    assert request.inputs[1].data == [b"hi", b"hi"]
+    assert [(o.binary, o.classification) for o in request.outputs] == [(True, 0), (False, 2)]
+
+
+@pytest.mark.parametrize(
+    "header,error,fragment",
+    [
+        (
+            {"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]},
+            BadRequest,
+            "runs past the end of the body",
+        ),
+        (
+            {"inputs": [{"name": "a", "shape": [100], "datatype": "BYTES", "parameters": {"binary_data_size": 0}}]},
+            TooManyImages,
+            "100 images",
+        ),
+        ({"inputs": [{"name": "a", "shape": [1.5], "datatype": "FP32", "data": [1]}]}, BadRequest, "list of integers"),
+        (
+            {
+                "inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "parameters": {"timeout": "soon"},
+            },
+            InvalidArgument,
+            "timeout",
+        ),
+        (
+            {
+                "inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "parameters": {"binary_data_output": 1},
+            },
+            BadRequest,
+            "true or false",
+        ),
+        (
+            {
+                "inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "outputs": [{"name": "o", "parameters": {"classification": -1}}],
+            },
+            BadRequest,
+            "non-negative integer",
+        ),
+    ],
+)
+def test_bad_headers(header, error, fragment):
+    with pytest.raises(error, match=fragment):
+        parse_infer_request(*binary(header), max_images=8)
+
+
+def test_body_that_is_not_json():
+    with pytest.raises(BadRequest, match="not a V2 inference request"):
+        parse_infer_request(b"\x00\x01", None, max_images=8)
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length is -3"):
+        parse_infer_request(b"{}", "-3", max_images=8)
+
+
+def test_decompression_is_bounded():
+    data = b"x" * 1000
+    assert decompressed(gzip.compress(data), "gzip", 1000) == data
+    assert decompressed(zlib.compress(data), "Deflate", 1000) == data
+    assert decompressed(data, None, 10) == data  # identity: the body reader already bounded it
+    with pytest.raises(RequestTooLarge, match="inflates"):
+        decompressed(gzip.compress(data), "gzip", 999)
+    with pytest.raises(UnsupportedMediaType):
+        decompressed(data, "br", 1000)
+
+
+def test_response_json_and_binary():
+    logits = np.array([[1.5, -2.0]], np.float32)
+    classes = np.array([[b"1.500000:0:a"]], dtype=object)
+    tensors = [OutputTensor("logits", "FP32", (1, 2), logits), OutputTensor("logits", "BYTES", (1, 1), classes)]
+    body, length = encode_infer_response("m", 3, "id-1", tensors, [False, False])
+    assert length is None
+    assert json.loads(body) == {
+        "model_name": "m",
+        "model_version": "3",
+        "id": "id-1",
+        "outputs": [
+            {"name": "logits", "datatype": "FP32", "shape": [1, 2], "data": [1.5, -2.0]},
+            {"name": "logits", "datatype": "BYTES", "shape": [1, 1], "data": ["1.500000:0:a"]},
+        ],
+    }
+    body, length = encode_infer_response("m", 3, None, tensors, [True, True])
+    header = json.loads(body[:length])
+    assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [8, 4 + 12]
+    assert np.frombuffer(body[length : length + 8], "<f4").tolist() == [1.5, -2.0]
+    assert body[length + 8 :] == b"\x0c\x00\x00\x001.500000:0:a"
