@@ -100,8 +100,6 @@ def _answering_errors(method: Callable) -> Callable:
             return await method(self, request, context)
         except ServiceError as e:
             await context.abort(status_code(e), e.message, trailing_metadata(e))
-        except aio.AbortError:
-            raise
         except Exception:
             log.exception("unhandled error in gRPC %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")

@@ -69,6 +69,17 @@ def test_json_tensor(client):
     np.testing.assert_allclose(output["data"], expected_rgb_logits(RED), rtol=1e-4, atol=1e-4)
 
 
+def test_a_large_json_body_is_parsed_off_the_event_loop(client):
+    """64 images of JSON numbers (over 256 kB) are parsed in the large-image lane; the answers are the same."""
+    colors = [(4 * i, 255 - 4 * i, 128) for i in range(64)]
+    body = json.dumps(json_request(np.concatenate([solid(c) for c in colors]))).encode()
+    assert len(body) > 256 * 1024
+    response = client.post(INFER, content=body)
+    assert response.status_code == 200, response.text
+    logits = np.asarray(response.json()["outputs"][0]["data"]).reshape(64, 4)
+    np.testing.assert_allclose(logits, [expected_rgb_logits(c) for c in colors], rtol=1e-4, atol=1e-4)
+
+
 def test_nested_json_data_is_row_major(client):
     body = json_request(solid(RED))
     body["inputs"][0]["data"] = solid(RED).tolist()
