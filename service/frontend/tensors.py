@@ -126,7 +126,7 @@ def numeric_from_list(data: Any, datatype: str, shape: tuple[int, ...], name: st
     """A tensor from JSON `data` (flat or nested, row-major) or protobuf contents."""
     try:
         array = np.asarray(data, dtype=NUMERIC[datatype])
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:  # not numbers, ragged, or nested too deep
         raise BadRequest(f"input {shown(name)}: data is not all {datatype}: {str(e)[:200]}") from e
     if array.size != element_count(shape):
         raise BadRequest(f"input {shown(name)}: {array.size} values, shape {list(shape)} needs {element_count(shape)}")

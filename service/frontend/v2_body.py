@@ -104,7 +104,7 @@ def _int_parameter(parameters: dict[str, Any], key: str) -> int:
 
 
 def _bytes_from_json(data: list[Any], count: int, name: str) -> list[bytes]:
-    flat = np.asarray(data, dtype=object).ravel()
+    flat = np.asarray(data, dtype=object).ravel()  # ragged or too deep: an element is then a list, refused below
     if flat.size != count:
         raise BadRequest(f"input {shown(name)}: {flat.size} BYTES elements, its shape needs {count}")
     items = []
@@ -151,7 +151,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_images: int)
         header, trailer = bytes(view[: int(header_length)]), view[int(header_length) :]
     try:
         request = _InferRequest.model_validate(json.loads(header))  # stdlib: a fifth of pydantic's peak on big data
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: [[[[... deep
         raise BadRequest(f"not a V2 inference request: body is not valid JSON ({shorten(str(e), 100)})") from e
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])

@@ -78,6 +78,37 @@ def test_bad_headers(header, error, fragment):
         parse_infer_request(*binary(header), max_images=8)
 
 
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        (
+            b'{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
+            "not valid JSON",
+        ),
+        (
+            b'{"inputs":[{"name":"a","shape":[2],"datatype":"BYTES","data":[["aGk="],"aGk="]}]}',
+            "must be a base64 string",
+        ),
+        (
+            b'{"inputs":[{"name":"a","shape":[1],"datatype":"BYTES","data":'
+            + b"[" * 100
+            + b'"aGk="'
+            + b"]" * 100
+            + b"}]}",
+            "must be a base64 string",
+        ),
+        (b'{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[[1],2]}]}', "not all FP32"),
+        (
+            b'{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":' + b"[" * 100 + b"1" + b"]" * 100 + b"}]}",
+            "not all FP32",
+        ),
+    ],
+)
+def test_hostile_nesting_is_a_bad_request(body, fragment):
+    with pytest.raises(BadRequest, match=fragment):
+        parse_infer_request(body, None, max_images=8)
+
+
 def test_body_that_is_not_json():
     with pytest.raises(BadRequest, match="not a V2 inference request"):
         parse_infer_request(b"\x00\x01", None, max_images=8)
