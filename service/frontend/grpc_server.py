@@ -26,6 +26,7 @@ from service.frontend.inference import infer_images, infer_tensor
 from service.frontend.model_metadata import check_version, model_config, model_metadata, server_metadata
 from service.frontend.tensors import (
     BYTES,
+    NUMERIC,
     InputTensor,
     ModelSignature,
     RequestedOutput,
@@ -134,8 +135,12 @@ def _input(tensor: service_pb2.ModelInferRequest.InferInputTensor, raw: bytes | 
         if len(contents) != count:
             raise BadRequest(f"input {shown(tensor.name)}: {len(contents)} BYTES elements, its shape needs {count}")
         return InputTensor(tensor.name, BYTES, shape, list(contents))
+    try:  # fromiter: a quarter of np.asarray's time on protobuf's repeated fields (130 ms for 16 MB of FP32)
+        values = np.fromiter(contents, dtype=NUMERIC[tensor.datatype], count=len(contents))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise BadRequest(f"input {shown(tensor.name)}: contents are not all {tensor.datatype}: {str(e)[:200]}") from e
     return InputTensor(
-        tensor.name, tensor.datatype, shape, numeric_from_list(contents, tensor.datatype, shape, tensor.name)
+        tensor.name, tensor.datatype, shape, numeric_from_list(values, tensor.datatype, shape, tensor.name)
     )
 
 

@@ -106,11 +106,12 @@ def test_gpu_image_uses_cuda_13_with_cudnn_and_caches_tensorrt_engines(gpu):
     assert f'VOLUME ["{cache}"]' in text
 
 
-def test_the_api_port_and_model_volume_line_up(compose):
+def test_the_api_ports_and_model_volume_line_up(compose):
     services = compose["services"]
     api, export = services["api"], services["export"]
-    (port,) = api["ports"]
-    assert port.rsplit(":", 1)[1] == "8000"
+    http, grpc = api["ports"]
+    assert http.rsplit(":", 1)[1] == str(Settings.model_fields["port"].default)
+    assert grpc.rsplit(":", 1)[1] == str(Settings.model_fields["grpc_port"].default)
     repository = api["environment"]["SERVE_MODEL_REPOSITORY"]
     assert f"${{MODEL_REPOSITORY:-model-repository}}:{repository}:ro" in api["volumes"]
     (export_volume,) = export["volumes"]

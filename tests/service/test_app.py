@@ -27,7 +27,8 @@ def test_unexpected_errors_are_500_without_a_stack_trace(make_client, monkeypatc
 
 
 def test_unknown_route_and_method_use_the_error_shape(client):
-    assert client.get("/v2/nothing").json()["error"]["code"] == "not_found"
+    assert client.get("/v3/nothing").json()["error"]["code"] == "not_found"
+    assert client.get("/v2/nothing").json() == {"error": "Not Found"}  # V2's shape under /v2
     response = client.get("/v1/classify?model=tiny_rgb")
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
 

@@ -11,12 +11,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from loadtest.images import photo_jpegs
@@ -40,7 +42,8 @@ class Service:
     def __init__(self, url: str, grpc_port: int):
         self.url = url
         self.http = httpclient.InferenceServerClient(url.removeprefix("http://"), concurrency=8)
-        self.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        self.grpc_address = f"127.0.0.1:{grpc_port}"
+        self.grpc = grpcclient.InferenceServerClient(self.grpc_address)
 
     def close(self) -> None:
         self.http.close()
@@ -293,3 +296,34 @@ def test_the_kserve_sdk_v2_rest_client(service):
     assert answers["ready"] == [True, True] and len(answers["logits"]) == 2  # JSON, then binary
     for logits in answers["logits"]:
         np.testing.assert_allclose(logits[0], expected_rgb_logits(COLORS[4]), rtol=1e-4, atol=1e-4)
+
+
+def test_grpc_typed_contents_as_well_as_raw(service):
+    """Clients other than tritonclient may send `contents` instead of raw_input_contents."""
+    with grpc.insecure_channel(service.grpc_address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        def infer(model: str, datatype: str, field: str, values, shape) -> np.ndarray:
+            request = service_pb2.ModelInferRequest(model_name=model)
+            tensor = request.inputs.add(name="input", datatype=datatype, shape=shape)
+            getattr(tensor.contents, field).extend(values)
+            response = stub.ModelInfer(request, timeout=30)
+            assert response.outputs[0].name == "logits"
+            return np.frombuffer(response.raw_output_contents[0], "<f4").reshape(response.outputs[0].shape)
+
+        color = COLORS[5]
+        expected = expected_rgb_logits(color)
+        np.testing.assert_allclose(
+            infer("tiny_rgb", "FP32", "fp32_contents", solid_tensor(color).ravel(), [1, 3, 16, 16])[0],
+            expected,
+            atol=1e-4,
+        )
+        pixels = solid_tensor(color, dtype=np.uint8).ravel().tolist()
+        np.testing.assert_allclose(
+            infer("tiny_uint8", "UINT8", "uint_contents", pixels, [1, 3, 16, 16])[0], expected, atol=1e-4
+        )
+        jpeg = image_bytes(color, fmt="JPEG", quality=100)
+        np.testing.assert_allclose(infer("tiny_rgb", "BYTES", "bytes_contents", [jpeg], [1])[0], expected, atol=0.05)
+        with pytest.raises(grpc.RpcError) as error:
+            infer("tiny_uint8", "UINT8", "uint_contents", [300] * 768, [1, 3, 16, 16])
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not all UINT8" in error.value.details()
