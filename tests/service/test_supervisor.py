@@ -18,8 +18,11 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from loadtest.server import ROOT, free_port
 from service.model_config import Batching
@@ -61,10 +64,10 @@ class Service:
     """`python -m service` in the workers layout, started here, with the load of `threads` clients on demand."""
 
     def __init__(self, repo: Path, tmp_path: Path):
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "service.log"
-        env = {**os.environ, **ENV}
+        env = {**os.environ, **ENV, "SERVE_GRPC_PORT": str(self.grpc_port)}
         cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--model-repository", str(repo)]
         with self.log.open("w") as log:
@@ -158,6 +161,40 @@ def test_sigterm_under_load_answers_every_accepted_request_and_unlinks_shared_me
     assert service.answered_ids() == set(answered)  # none answered by the service was lost on the way
     assert len(unanswered) - list(unanswered.values()).count("refused") <= 6  # at most one queued per client
     assert not (segments() & ours)
+
+
+def test_sigterm_answers_every_grpc_call_the_front_ends_took(service):
+    """gRPC calls under load while the service drains: each is answered, or refused before it was taken
+    (UNAVAILABLE); none is cut off (CANCELLED, UNKNOWN, INTERNAL)."""
+    outcomes: list[str] = []
+    stop = threading.Event()
+    pixels = np.zeros((1, 3, 16, 16), np.float32)
+
+    def call() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            while not stop.is_set():
+                request = service_pb2.ModelInferRequest(model_name="tiny_rgb")
+                request.inputs.add(name="input", datatype="FP32", shape=[1, 3, 16, 16])
+                request.raw_input_contents.append(pixels.tobytes())
+                try:
+                    stub.ModelInfer(request, timeout=30)
+                    outcomes.append("OK")
+                except grpc.RpcError as e:
+                    outcomes.append(e.code().name)
+                    time.sleep(0.01)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    service.proc.send_signal(signal.SIGTERM)
+    assert service.proc.wait(60) == 0
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes.count("OK") > 20
+    assert set(outcomes) <= {"OK", "UNAVAILABLE"}, sorted(set(outcomes))
 
 
 def test_a_killed_front_end_loses_at_most_its_requests_and_is_replaced(service):
