@@ -19,7 +19,6 @@ from service.config import Settings
 from service.engine.models import in_process
 from service.frontend.decode_pool import DecodePool
 from service.frontend.error_handlers import install_error_handlers
-from service.frontend.grpc_server import start_grpc
 from service.frontend.observe import ObserveInference
 from service.frontend.preprocess import configure_pillow
 from service.frontend.routes import classify, health, models, v2
@@ -71,9 +70,11 @@ def create_app(
                 app.state.service = state = ServiceState(settings, metrics, decode_pool, model_backend)
                 if metrics.multiprocess:
                     tasks.append(asyncio.create_task(metrics.refresh_periodically(), name="refresh-gauges"))
-                grpc_server = (
-                    await start_grpc(settings, state, shared_port=shared_grpc_port) if settings.grpc_port else None
-                )
+                grpc_server = None
+                if settings.grpc_port:
+                    from service.frontend.grpc_server import start_grpc  # grpcio and the protos: only when on
+
+                    grpc_server = await start_grpc(settings, state, shared_port=shared_grpc_port)
                 try:
                     yield
                 finally:
