@@ -78,8 +78,8 @@ def create_app(
                 try:
                     yield
                 finally:
-                    if grpc_server is not None:  # no new calls; those running get until their default deadline
-                        await grpc_server.stop(settings.request_timeout_ms / 1000)
+                    if grpc_server is not None:  # no new calls; those running get until the longest deadline
+                        await grpc_server.stop(settings.max_request_timeout_ms / 1000)
         finally:
             for task in tasks:
                 task.cancel()
@@ -96,7 +96,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(ObserveInference)
-    if settings.cors_origins:  # outermost, so that errors carry CORS headers too
+    if settings.cors_origins:  # outside the routes, so that their errors carry CORS headers too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,

@@ -83,6 +83,7 @@ def check_grpc_port(settings: Settings) -> None:
         return
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart while old connections linger
         try:
             probe.bind((settings.host, settings.grpc_port))
         except OSError as e:

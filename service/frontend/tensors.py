@@ -7,6 +7,7 @@ preprocessed by the client, or a BYTES tensor of encoded images (JPEG, PNG, ...)
 the model's preprocessing, exactly as `/v1/classify` does.
 """
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ NUMERIC = {
 }
 BYTES = "BYTES"
 MAX_NAME_SHOWN = 64
+MAX_DIMS = 32  # numpy's limit is 64
+MAX_DIM = 2**31  # any dimension, and the element count; a body of 16 MB holds far fewer
 _LENGTH = struct.Struct("<I")
 
 
@@ -91,9 +94,8 @@ def shown(name: str) -> str:
 
 
 def element_count(shape: tuple[int, ...]) -> int:
-    if any(d < 0 for d in shape):
-        raise BadRequest(f"tensor shape {list(shape)} has a negative dimension")
-    return int(np.prod(shape, dtype=np.int64))
+    """Checked by check_shape: Python ints, so no product wraps around."""
+    return math.prod(shape)
 
 
 def bytes_count(shape: tuple[int, ...], max_images: int) -> int:
@@ -106,8 +108,11 @@ def bytes_count(shape: tuple[int, ...], max_images: int) -> int:
 
 
 def check_shape(shape: Any) -> tuple[int, ...]:
+    """A request's shape: non-negative integers, none so large that the product overflows what numpy indexes."""
     if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise BadRequest(f"tensor shape must be a list of integers, got {str(shape)[:100]}")
+    if len(shape) > MAX_DIMS or any(not 0 <= d < MAX_DIM for d in shape) or math.prod(shape) >= MAX_DIM:
+        raise BadRequest(f"tensor shape {str(list(shape))[:100]} is negative or too large")
     return tuple(shape)
 
 
@@ -126,7 +131,7 @@ def numeric_from_list(data: Any, datatype: str, shape: tuple[int, ...], name: st
     """A tensor from JSON `data` (flat or nested, row-major) or protobuf contents."""
     try:
         array = np.asarray(data, dtype=NUMERIC[datatype])
-    except (TypeError, ValueError, RecursionError) as e:  # not numbers, ragged, or nested too deep
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:  # not numbers, out of range, ragged, too deep
         raise BadRequest(f"input {shown(name)}: data is not all {datatype}: {str(e)[:200]}") from e
     if array.size != element_count(shape):
         raise BadRequest(f"input {shown(name)}: {array.size} values, shape {list(shape)} needs {element_count(shape)}")

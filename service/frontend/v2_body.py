@@ -7,6 +7,8 @@ an image's bytes); in binary they are raw.
 import base64
 import binascii
 import json
+import math
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.errors import BadRequest, InvalidArgument, RequestTooLarge, UnsupportedMediaType, shorten
+from service.frontend.request_body import SPLIT_IN_THREAD_BYTES
 from service.frontend.tensors import (
     BYTES,
     NUMERIC,
@@ -71,14 +74,19 @@ class InferRequest:
     binary_output: bool  # the default for outputs that do not say (`binary_data_output`)
 
 
-def decompressed(body: bytes, encoding: str | None, limit: int) -> bytes:
+def content_encoding(header: str | None) -> str:
+    """The request's Content-Encoding, checked before the body is read: identity, gzip or deflate, else 415."""
+    encoding = (header or "identity").strip().lower()
+    if encoding != "identity" and encoding not in _WBITS:
+        raise UnsupportedMediaType(f"Content-Encoding {shorten(encoding, 40)!r} is not accepted; use gzip or deflate")
+    return encoding
+
+
+def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
     """The body as sent before gzip or deflate, refusing to inflate past `limit` bytes (a 16 MB zip bomb
     inflates to gigabytes)."""
-    encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
-    if encoding not in _WBITS:
-        raise UnsupportedMediaType(f"Content-Encoding {shorten(encoding, 40)!r} is not accepted; use gzip or deflate")
     inflater = zlib.decompressobj(_WBITS[encoding])
     try:
         data = inflater.decompress(body, limit + 1)
@@ -139,19 +147,40 @@ def _input(tensor: _Tensor, binary: memoryview | None, max_images: int) -> Input
     return InputTensor(tensor.name, tensor.datatype, shape, data)
 
 
+def json_size(body_length: int, header_length: str | None) -> int | None:
+    """How much of the body is JSON: all of it, or `Inference-Header-Content-Length`; None if that is no length
+    within the body."""
+    if header_length is None:
+        return body_length
+    if not re.fullmatch(r"[0-9]{1,10}", header_length) or int(header_length) > body_length:
+        return None
+    return int(header_length)
+
+
+def is_costly(body_length: int, encoding: str, header_length: str | None) -> bool:
+    """Whether reading the request costs enough to be done in a lane, off the event loop: a compressed body
+    (16 kB inflate to 16 MB), or a large JSON part (binary tensors cost nothing to read)."""
+    return encoding != "identity" or (json_size(body_length, header_length) or 0) > SPLIT_IN_THREAD_BYTES
+
+
+def read_infer_request(
+    body: bytes, encoding: str, header_length: str | None, *, max_bytes: int, max_images: int
+) -> InferRequest:
+    """The body inflated (`encoding`) under `max_bytes`, then parsed."""
+    return parse_infer_request(decompressed(body, encoding, max_bytes), header_length, max_images)
+
+
 def parse_infer_request(body: bytes, header_length: str | None, max_images: int) -> InferRequest:
     """The request's tensors; BadRequest (400) naming what is wrong, TooManyImages (413) for a BYTES input of more
     than `max_images`. Large bodies: call from a thread."""
-    if header_length is None:
-        header, trailer = body, memoryview(b"")
-    else:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise BadRequest(f"{HEADER_LENGTH} is {shorten(header_length, 20)}, the body has {len(body)} bytes")
-        view = memoryview(body)
-        header, trailer = bytes(view[: int(header_length)]), view[int(header_length) :]
+    json_length = json_size(len(body), header_length)
+    if json_length is None:
+        raise BadRequest(f"{HEADER_LENGTH} is {shorten(header_length, 20)!r}, the body has {len(body)} bytes")
+    view = memoryview(body)
+    header, trailer = bytes(view[:json_length]), view[json_length:]
     try:
         request = _InferRequest.model_validate(json.loads(header))  # stdlib: a fifth of pydantic's peak on big data
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: [[[[... deep
+    except (ValueError, RecursionError) as e:  # not JSON or UTF-8, a 5,000-digit integer; RecursionError: [[[[...
         raise BadRequest(f"not a V2 inference request: body is not valid JSON ({shorten(str(e), 100)})") from e
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
@@ -169,7 +198,9 @@ def parse_infer_request(body: bytes, header_length: str | None, max_images: int)
     if offset != len(trailer):
         raise BadRequest(f"{len(trailer) - offset} bytes of binary data that no input's binary_data_size claims")
     timeout = request.parameters.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0):
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout < math.inf  # NaN too
+    ):
         raise InvalidArgument(f"parameter 'timeout' must be a positive number of microseconds, got {timeout!r}")
     binary_output = _flag(request.parameters, "binary_data_output", False)
     outputs = [

@@ -324,6 +324,9 @@ def test_grpc_typed_contents_as_well_as_raw(service):
         )
         jpeg = image_bytes(color, fmt="JPEG", quality=100)
         np.testing.assert_allclose(infer("tiny_rgb", "BYTES", "bytes_contents", [jpeg], [1])[0], expected, atol=0.05)
+        batch = np.random.default_rng(1).normal(size=(6, 3, 64, 64)).astype(np.float32)  # over 65,536 values:
+        logits = infer("tiny_ten", "FP32", "fp32_contents", batch.ravel(), list(batch.shape))  # read in a lane
+        np.testing.assert_allclose(logits, batch.mean(axis=(2, 3)) @ TEN_WEIGHT + TEN_BIAS, rtol=1e-4, atol=1e-4)
         with pytest.raises(grpc.RpcError) as error:
             infer("tiny_uint8", "UINT8", "uint_contents", [300] * 768, [1, 3, 16, 16])
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not all UINT8" in error.value.details()

@@ -15,9 +15,15 @@ from fastapi.responses import JSONResponse
 from service.errors import InvalidArgument
 from service.frontend.inference import infer_images, infer_tensor
 from service.frontend.model_metadata import check_version, model_config, model_metadata, server_metadata
-from service.frontend.request_body import SPLIT_IN_THREAD_BYTES, read_body, unless_disconnected
+from service.frontend.request_body import read_body, unless_disconnected
 from service.frontend.tensors import ModelSignature, model_input, output_tensor, requested_outputs
-from service.frontend.v2_body import HEADER_LENGTH, decompressed, encode_infer_response, parse_infer_request
+from service.frontend.v2_body import (
+    HEADER_LENGTH,
+    content_encoding,
+    encode_infer_response,
+    is_costly,
+    read_infer_request,
+)
 from service.schemas import ModelState
 from service.state import ServiceState, get_state
 from service.status import all_ready, require
@@ -84,19 +90,19 @@ async def infer(request: Request, name: str, state: State, version: str | None =
     check_version(status, version)
     signature = ModelSignature.of(status)
 
-    body = await read_body(request, settings.max_request_bytes)
-    body = decompressed(body, request.headers.get("content-encoding"), settings.max_request_bytes)
+    encoding = content_encoding(request.headers.get("content-encoding"))
     header_length = request.headers.get(HEADER_LENGTH)
+    body = await read_body(request, settings.max_request_bytes)
     max_images = settings.max_images_per_request
-    if len(body) > SPLIT_IN_THREAD_BYTES:
-        # A large body is parsed as a large image is decoded: in that lane, counted in its backlog (429 when
-        # full), so that N clients sending 16 MB of JSON numbers (0.5 s and 300 MB each) queue instead of
-        # parsing N at once.
+    read = functools.partial(read_infer_request, max_bytes=settings.max_request_bytes, max_images=max_images)
+    if is_costly(len(body), encoding, header_length):
+        # In the large-image lane, counted in its backlog (429 when full): N clients sending 16 MB of JSON
+        # numbers (0.5 s and 90 MB each to parse) queue there instead of parsing N at once.
         large = state.decode_pool.large
         large.reserve(1)
-        parsed = await large.run(parse_infer_request, body, header_length, max_images)
+        parsed = await large.run(read, body, encoding, header_length)
     else:
-        parsed = parse_infer_request(body, header_length, max_images)
+        parsed = read(body, encoding, header_length)
     outputs = requested_outputs(signature, parsed.outputs, settings.max_top_k)
     timeout_ms = settings.request_timeout_ms if parsed.timeout_us is None else parsed.timeout_us / 1000
     if timeout_ms > settings.max_request_timeout_ms:

@@ -7,6 +7,7 @@ from service.frontend.tensors import (
     ModelSignature,
     RequestedOutput,
     bytes_count,
+    check_shape,
     deserialize_bytes,
     model_input,
     numeric_from_list,
@@ -44,8 +45,12 @@ def test_a_bytes_count_over_the_limit_is_refused_before_reading():
     assert bytes_count((2, 1), max_images=2) == 2
     with pytest.raises(TooManyImages, match="4000000 images"):
         bytes_count((4_000_000,), max_images=64)
-    with pytest.raises(BadRequest, match="negative"):
-        bytes_count((-1,), max_images=64)
+
+
+@pytest.mark.parametrize("shape", [(-1,), (10**30,), (2**32, 2**32), (1,) * 33, (2**16, 2**16)])
+def test_shapes_that_are_negative_or_too_large(shape):
+    with pytest.raises(BadRequest, match="negative or too large"):
+        check_shape(list(shape))
 
 
 def test_numeric_tensors_from_raw_and_lists():
@@ -56,6 +61,9 @@ def test_numeric_tensors_from_raw_and_lists():
         numeric_from_raw(x.tobytes(), "FP32", (3, 3), "input")
     with pytest.raises(BadRequest, match="not all FP32"):
         numeric_from_list(["a"] * 6, "FP32", (2, 3), "input")
+    for datatype, values in (("UINT8", [300]), ("UINT8", [-1]), ("INT64", [2**70])):
+        with pytest.raises(BadRequest, match=f"not all {datatype}"):
+            numeric_from_list(values, datatype, (1,), "input")
 
 
 def test_model_input_takes_images_or_the_models_tensor():

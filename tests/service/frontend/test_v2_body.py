@@ -7,7 +7,13 @@ import pytest
 
 from service.errors import BadRequest, InvalidArgument, RequestTooLarge, TooManyImages, UnsupportedMediaType
 from service.frontend.tensors import OutputTensor
-from service.frontend.v2_body import decompressed, encode_infer_response, parse_infer_request
+from service.frontend.v2_body import (
+    content_encoding,
+    decompressed,
+    encode_infer_response,
+    is_costly,
+    parse_infer_request,
+)
 
 
 def binary(header: dict, *blobs: bytes) -> tuple[bytes, str]:
@@ -112,19 +118,56 @@ def test_hostile_nesting_is_a_bad_request(body, fragment):
 def test_body_that_is_not_json():
     with pytest.raises(BadRequest, match="not a V2 inference request"):
         parse_infer_request(b"\x00\x01", None, max_images=8)
-    with pytest.raises(BadRequest, match="Inference-Header-Content-Length is -3"):
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length is '-3'"):
         parse_infer_request(b"{}", "-3", max_images=8)
 
 
 def test_decompression_is_bounded():
     data = b"x" * 1000
-    assert decompressed(gzip.compress(data), "gzip", 1000) == data
-    assert decompressed(zlib.compress(data), "Deflate", 1000) == data
-    assert decompressed(data, None, 10) == data  # identity: the body reader already bounded it
+    assert decompressed(gzip.compress(data), content_encoding("gzip"), 1000) == data
+    assert decompressed(zlib.compress(data), content_encoding("Deflate"), 1000) == data
+    assert decompressed(data, content_encoding(None), 10) == data  # identity: the body reader bounded it already
     with pytest.raises(RequestTooLarge, match="inflates"):
         decompressed(gzip.compress(data), "gzip", 999)
     with pytest.raises(UnsupportedMediaType):
-        decompressed(data, "br", 1000)
+        content_encoding("br")
+
+
+def test_what_is_read_off_the_event_loop():
+    assert not is_costly(600_000, "identity", "200")  # a binary tensor: its JSON part is small
+    assert is_costly(600_000, "identity", None)  # all JSON
+    assert is_costly(2_000, "gzip", None)  # 2 kB may inflate to 16 MB
+
+
+@pytest.mark.parametrize(
+    "body,header_length,error,fragment",
+    [
+        (b"{}", "\u00b2", BadRequest, "Inference-Header-Content-Length"),  # "²".isdigit() is True
+        (b"{}", "9" * 400, BadRequest, "Inference-Header-Content-Length"),
+        (
+            b'{"inputs":[{"name":"a","shape":[1],"datatype":"INT64","data":[' + b"9" * 5000 + b"]}]}",
+            None,
+            BadRequest,
+            "not valid JSON",
+        ),
+        (b'{"inputs":[{"name":"a","shape":[1],"datatype":"UINT8","data":[300]}]}', None, BadRequest, "not all UINT8"),
+        (
+            b'{"inputs":[{"name":"a","shape":[4294967296,4294967296],"datatype":"FP32","data":[]}]}',
+            None,
+            BadRequest,
+            "too large",
+        ),
+        (
+            b'{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}],"parameters":{"timeout":NaN}}',
+            None,
+            InvalidArgument,
+            "timeout",
+        ),
+    ],
+)
+def test_small_hostile_requests_are_bad_requests(body, header_length, error, fragment):
+    with pytest.raises(error, match=fragment):
+        parse_infer_request(body, header_length, max_images=8)
 
 
 def test_response_json_and_binary():
