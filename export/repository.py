@@ -8,7 +8,16 @@ from pathlib import Path
 import torch
 
 from models import ModelCard
-from service.model_config import Batching, ModelConfig, Parity, Preprocessing, TensorSpec, Version, Weights
+from service.model_config import (
+    Batching,
+    ModelConfig,
+    Parity,
+    Preprocessing,
+    Quantization,
+    TensorSpec,
+    Version,
+    Weights,
+)
 
 LABELS = Path(__file__).resolve().parents[1] / "models" / "labels"
 
@@ -65,6 +74,7 @@ def write_version(
     version: int | None = None,
     *,
     uint8: bool = False,
+    quantization: Quantization | None = None,
 ) -> Path:
     """Copy the ONNX file to <repo>/<name>/<version>/model.onnx and merge its entry into config.json."""
     folder = repository / card.name
@@ -83,6 +93,7 @@ def write_version(
         precision=precision,
         weights=weights,
         parity=parity,
+        quantization=quantization,
         opset=opset,
         exporter=f"torch {torch.__version__}",
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from export.parity import check_parity
+from export.quantize import agreement, calibration_set, quantize
 from export.repository import write_version
 from export.weights import load_weights
 from models import get_card, list_models
@@ -100,7 +101,7 @@ class Normalize(nn.Module):
 def export_one(name: str, args: argparse.Namespace) -> Path:
     loaded = load_weights(name, args.weights)
     model, card = loaded.model, loaded.card
-    precision = "fp16" if args.fp16 else "fp32"
+    precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
     exported = Fp16(copy.deepcopy(model)).eval() if args.fp16 else model
     if args.uint8:
         exported, model = Normalize(exported, card.mean, card.std).eval(), Normalize(model, card.mean, card.std).eval()
@@ -108,13 +109,24 @@ def export_one(name: str, args: argparse.Namespace) -> Path:
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(exported, card.input_size, onnx_path, args.opset, args.uint8)
         x = example_input(3, card.input_size, args.uint8, seed=0)
-        parity = check_parity(model, str(onnx_path), x, precision) if args.check else None
+        graph_precision = (
+            "fp16" if args.fp16 else "fp32"
+        )  # an int8 version is checked as its fp32 graph, then quantized
+        parity = check_parity(model, str(onnx_path), x, graph_precision) if args.check else None
         if parity and not parity.passed:
             raise SystemExit(
                 f"error: {name}: ONNX Runtime disagrees with PyTorch (max softmax diff "
                 f"{parity.max_abs_diff_softmax:.2e} > {parity.tolerance:.0e}); not written"
             )
         opset = onnx.load(str(onnx_path), load_external_data=False).opset_import[0].version
+        quantization = None
+        if args.int8:  # the fp32 graph, checked against PyTorch above, is what gets quantized
+            source, calibration, held, labels = calibration_set(card, args.calibration)
+            int8_path = Path(tmp) / "model.int8.onnx"
+            quantize(onnx_path, int8_path, calibration)
+            quantization = agreement(onnx_path, int8_path, source, len(calibration), held, labels)
+            log.info("%s: int8 against fp32 on %d held-out inputs: %s", name, len(held), quantization)
+            onnx_path, parity = int8_path, None
         return write_version(
             Path(args.output),
             card,
@@ -126,6 +138,7 @@ def export_one(name: str, args: argparse.Namespace) -> Path:
             loaded.labels,
             args.version,
             uint8=args.uint8,
+            quantization=quantization,
         )
 
 
@@ -136,12 +149,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--fp16", action="store_true", help="export fp16 weights and activations (fp32 I/O)")
     p.add_argument("--uint8", action="store_true", help="uint8 pixel input, normalization inside the graph")
+    p.add_argument(
+        "--int8", action="store_true", help="static INT8 (QDQ) for CPUs, calibrated on real images (export/quantize.py)"
+    )
+    p.add_argument(
+        "--calibration", type=Path, default=None, help="with --int8: a folder of your images to calibrate on"
+    )
     p.add_argument("--output", default="model_repository", help="model repository folder")
     p.add_argument("--version", type=int, default=None, help="version number (default: latest + 1, or 1)")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the ONNX Runtime parity check")
     p.add_argument("--if-missing", action="store_true", help="skip models the repository already has")
     p.add_argument("--list", action="store_true", help="list the zoo and exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.int8 and (args.fp16 or args.uint8):
+        p.error("--int8 quantizes the fp32 graph with float input: not with --fp16 or --uint8")
+    if args.calibration is not None and not args.int8:
+        p.error("--calibration goes with --int8")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

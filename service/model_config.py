@@ -80,12 +80,27 @@ class Parity(_Strict):
     passed: bool
 
 
+class Quantization(_Strict):
+    """How an INT8 version was made, and how closely it agrees with the fp32 graph on inputs held out from
+    calibration, measured at export."""
+
+    method: str
+    calibration: str  # what it was calibrated on
+    calibration_inputs: int
+    held_out_inputs: int
+    top1_agreement: float  # the same top class as fp32
+    top5_agreement: float  # share of fp32's top 5 that int8's top 5 has
+    max_rel_diff_logits: float  # largest |int8 - fp32| / |fp32| over the held-out inputs
+    accuracy: dict[str, float] = {}  # where the held-out inputs have labels, e.g. {"test_fp32": .., "test_int8": ..}
+
+
 class Version(_Strict):
     file: str  # relative to the model's folder, e.g. "1/model.onnx"
     sha256: str
-    precision: Literal["fp32", "fp16"]
+    precision: Literal["fp32", "fp16", "int8"]
     weights: Weights
-    parity: Parity | None = None
+    parity: Parity | None = None  # ONNX Runtime against PyTorch (fp32, fp16)
+    quantization: Quantization | None = None  # INT8 against fp32
     opset: int
     exporter: str  # e.g. "torch 2.13.0"
     exported_at: str  # ISO 8601, UTC

@@ -5,15 +5,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from export.repository import sha256_of
 from export.to_onnx import main, resolve_names
 from export.weights import RandomWeightsWarning
 from models import get_model
+from service.app import create_app
 from service.config import Settings
 from service.frontend.preprocess import ImageLimits, Preprocessor
 from service.model_config import ModelConfig
-from tests.service.conftest import image_bytes
+from tests.service.conftest import image_bytes, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,58 @@ def test_uint8_export_fuses_normalization_and_serves_the_same_answer(tmp_path):
     (from_pixels,) = session(tmp_path / "uint8").run(None, {"input": pixels[None]})
     (from_floats,) = session(tmp_path / "float").run(None, {"input": normalized[None]})
     np.testing.assert_allclose(from_pixels, from_floats, rtol=1e-4, atol=1e-4)
+
+
+def test_int8_export_is_quantized_calibrated_on_digits_and_served(repo):
+    """lenet5 (random weights: the digits still calibrate it) as version 2, int8 beside the fp32 version 1."""
+    with pytest.warns(RandomWeightsWarning):
+        main(["--model", "lenet5", "--weights", "random", "--int8", "--version", "3", "--output", str(repo)])
+    config = ModelConfig.model_validate_json((repo / "lenet5" / "config.json").read_text())
+    version = config.versions[3]
+    assert version.precision == "int8" and version.parity is None
+    q = version.quantization
+    assert q.calibration == "scikit-learn digits, training split" and q.calibration_inputs == 256
+    assert q.held_out_inputs == 360 and set(q.accuracy) == {"test_fp32", "test_int8"}
+    assert q.top1_agreement > 0.9 and q.max_rel_diff_logits < 0.1
+    graph = onnx.load(str(repo / "lenet5" / "3" / "model.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert version.sha256 == sha256_of(repo / "lenet5" / "3" / "model.onnx")
+
+    settings = Settings(model_repository=repo, providers=["cpu"], intra_op_threads=1)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        assert client.get("/v1/models/lenet5").json()["version"] == 3
+        response = client.post("/v1/classify?model=lenet5", content=image_bytes((0, 0, 0), size=(32, 32)))
+        assert response.status_code == 200 and response.json()["version"] == 3
+
+
+def test_int8_calibrates_on_a_folder_of_the_users_images(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.png").write_bytes(image_bytes((40 * i, 40 * i, 40 * i), size=(20 + i, 24)))
+    with pytest.warns(RandomWeightsWarning):
+        main(
+            [
+                "--model",
+                "lenet5",
+                "--weights",
+                "random",
+                "--int8",
+                "--calibration",
+                str(folder),
+                "--output",
+                str(tmp_path),
+            ]
+        )
+    q = ModelConfig.model_validate_json((tmp_path / "lenet5" / "config.json").read_text()).versions[1].quantization
+    assert q.calibration == str(folder)
+    assert (q.calibration_inputs, q.held_out_inputs) == (8, 2)  # every third held out; the rest mirrored too
+    assert q.accuracy == {}  # the user's images carry no labels
+
+
+@pytest.mark.parametrize("flags", [["--int8", "--fp16"], ["--int8", "--uint8"], ["--calibration", "x"]])
+def test_int8_flag_combinations_are_refused(flags):
+    with pytest.raises(SystemExit):
+        main(["--model", "lenet5", *flags])
