@@ -159,7 +159,10 @@ def test_sigterm_under_load_answers_every_accepted_request_and_unlinks_shared_me
     assert len(answered) > 20 and set(answered.values()) == {200}
     assert set(unanswered.values()) <= set(NEVER_READ), unanswered
     assert service.answered_ids() == set(answered)  # none answered by the service was lost on the way
-    assert len(unanswered) - list(unanswered.values()).count("refused") <= 6  # at most one queued per client
+    # Never read by the service, per client at most: one connection still in the kernel's queue when the last
+    # listener closed (ReadError), and one request sent on a keep-alive connection as the server closed it idle
+    # (RemoteProtocolError), a race HTTP/1.1 leaves to the client.
+    assert len(unanswered) - list(unanswered.values()).count("refused") <= 2 * 6
     assert not (segments() & ours)
 
 
