@@ -42,6 +42,11 @@ def preprocessing_for(card: ModelCard) -> Preprocessing:
     )
 
 
+# Each image's time from queued to answered that the service keeps under, batching and refusing accordingly: an
+# interactive answer with room to batch; SERVE_LATENCY_SLO_MS or config.json's latency_slo_ms change it.
+DEFAULT_LATENCY_SLO_MS = 250.0
+
+
 def default_batching(card: ModelCard) -> Batching:
     """Tiny nets batch wide; big ones batch less so one batch doesn't hold a request for long."""
     pixels = card.input_size[1] * card.input_size[2]
@@ -51,6 +56,7 @@ def default_batching(card: ModelCard) -> Batching:
         preferred_batch_sizes=tuple(2**i for i in range(max_batch.bit_length())),
         max_queue_delay_ms=2.0,
         max_queue_size=8 * max_batch,
+        latency_slo_ms=DEFAULT_LATENCY_SLO_MS,
     )
 
 

@@ -142,7 +142,15 @@ class Settings(BaseSettings):
     preferred_batch_sizes: Annotated[list[int] | None, NoDecode] = Field(
         None, description="Override config.json's preferred_batch_sizes (comma-separated)."
     )
-    max_queue_size: int | None = Field(None, ge=1, description="Override config.json's max_queue_size.")
+    max_queue_size: int | None = Field(
+        None, ge=1, description="Override config.json's max_queue_size (with an objective: only a hard cap)."
+    )
+    latency_slo_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Latency objective per image, queued to answered: batch sizes, waits and admission (429 "
+        "objective_unreachable) follow from measured batch latencies. Overrides config.json's latency_slo_ms.",
+    )
     batches_in_flight: int | None = Field(
         None,
         ge=1,

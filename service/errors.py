@@ -93,6 +93,18 @@ class QueueFull(ServiceError):
         self.retry_after = retry_after
 
 
+class ObjectiveUnreachable(ServiceError):
+    """The model's queue is predicted to answer this request after its latency objective (or its deadline):
+    refused before decoding, with Retry-After from the same prediction."""
+
+    status_code = 429
+    code = "objective_unreachable"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
 class DecoderBusy(ServiceError):
     """The decode pool's backlog is full: the request is refused before any of its images is decoded."""
 

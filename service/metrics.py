@@ -52,6 +52,13 @@ class Metrics:
         self.inference_time = Histogram(
             "cnnserve_inference_duration_seconds", "Time one batch ran.", by_model, buckets=SECONDS, registry=r
         )
+        self.batches = Counter(
+            "cnnserve_batches",
+            "Batches run, by why they were released: with a latency objective target, objective, quiet, explore, "
+            "deadline; with fixed rules full, delay, quiet; shutdown.",
+            ["model", "reason"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "cnnserve_batch_size", "Images per batch run.", by_model, buckets=IMAGES, registry=r
         )
@@ -99,13 +106,14 @@ class Metrics:
 
         self._watchers: list[Callable[[], None]] = []
 
-    def batch_observer(self, model: str) -> Callable[[int, float], None]:
-        """For DynamicBatcher(on_batch=...): records each batch's size and inference time."""
+    def batch_observer(self, model: str) -> Callable[[int, float, str], None]:
+        """For DynamicBatcher(on_batch=...): records each batch's size, inference time and why it ran."""
         size, seconds = self.batch_size.labels(model), self.inference_time.labels(model)
 
-        def observe(batch_size: int, inference_s: float) -> None:
+        def observe(batch_size: int, inference_s: float, reason: str) -> None:
             size.observe(batch_size)
             seconds.observe(inference_s)
+            self.batches.labels(model, reason).inc()
 
         return observe
 

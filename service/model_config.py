@@ -59,6 +59,9 @@ class Batching(_Strict):
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_ms: float = Field(2.0, ge=0)
     max_queue_size: int = Field(256, ge=1)
+    # Each image's time from queued to answered to keep under: batch sizes, waits and admission then follow
+    # from measured batch latencies (service/engine/policy.py); None: the fixed rules above.
+    latency_slo_ms: float | None = Field(None, gt=0)
 
 
 class Weights(_Strict):

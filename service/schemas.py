@@ -65,6 +65,7 @@ class BatchingInfo(BaseModel):
     max_queue_delay_ms: float
     max_queue_size: int
     batches_in_flight: int
+    latency_slo_ms: float | None = None  # the objective; None: fixed batching rules
 
 
 class ModelInfo(BaseModel):

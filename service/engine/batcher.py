@@ -2,7 +2,9 @@
 
 One `_Pending` item per image waits in a bounded queue. A background task forms a batch when
 `max_batch_size` items are waiting, when the oldest has waited `max_queue_delay`, or early at a
-preferred batch size once no more items are arriving. Batches run in a thread pool, up to
+preferred batch size once no more items are arriving. With a latency objective (`latency_slo_ms`) the sizes
+and waits come instead from the batch latencies measured on this machine (service/engine/policy.py), and a
+request the queue cannot answer within the objective is refused at once (429). Batches run in a thread pool, up to
 `batches_in_flight` at once, so the next batch forms while one runs. Every future is resolved
 exactly once, and only if nobody cancelled it (a client that disconnects cancels its future).
 
@@ -26,13 +28,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull, ServiceError
+from service.engine.policy import Arrivals, BatchPolicy, LatencyTable, Release
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    ModelNotReady,
+    ObjectiveUnreachable,
+    QueueFull,
+    ServiceError,
+)
 from service.status import InferenceResult
 
 log = logging.getLogger(__name__)
 
 RunFn = Callable[[list[np.ndarray]], np.ndarray]  # one batch's inputs -> one output row each
-BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
+BatchObserver = Callable[[int, float, str], None]  # (batch size, inference seconds, why it was released)
 DRAIN_WINDOW_S = 10.0
 LATENCY_SMOOTHING = 0.2  # weight of the newest batch in the running average of its size's latency
 IDLE_TRIM_S = 2.0
@@ -89,6 +99,7 @@ class DynamicBatcher:
         executor: Executor | None = None,
         on_batch: BatchObserver | None = None,
         on_idle: Callable[[], None] | None = None,
+        latency_slo_ms: float | None = None,
         name: str = "",
     ):
         if max_batch_size < 1 or max_queue_size < 1 or batches_in_flight < 1:
@@ -111,7 +122,12 @@ class DynamicBatcher:
         self._loop_task: asyncio.Task | None = None
         self._stopping = False
         self._completed: deque[tuple[float, int]] = deque()  # (time, items) per finished batch
+        self._running_batches: dict[asyncio.Task, tuple[float, int]] = {}  # (started, size)
         self.latency = BatchLatency()
+        self.policy = None
+        if latency_slo_ms is not None:
+            self.policy = BatchPolicy(latency_slo_ms / 1000, max_batch_size, LatencyTable())
+        self._arrivals = Arrivals(time.monotonic)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -125,9 +141,10 @@ class DynamicBatcher:
         if not task.cancelled() and task.exception() is not None:
             log.error("model %r: batcher stopped", self.name, exc_info=task.exception())
 
-    def admit(self, n: int) -> None:
-        """Raise what enqueueing `n` items now would (not accepting, or a full queue), so a request the
-        queue cannot take is refused before its images are decoded: under overload, shedding stays cheap."""
+    def admit(self, n: int, deadline: float | None = None) -> None:
+        """Raise what enqueueing `n` items now would (not accepting, a full queue, or, with an objective, an
+        answer predicted to come after it or after `deadline`), so a request the queue cannot take is refused
+        before its images are decoded: under overload, shedding stays cheap. An idle model takes anything."""
         if self._stopping or self._loop_task is None:
             raise ModelNotReady(f"model {self.name!r} is not accepting requests")
         if len(self._queue) + n > self.max_queue_size:
@@ -135,6 +152,31 @@ class DynamicBatcher:
                 f"model {self.name!r} has {len(self._queue)} images queued (max {self.max_queue_size})",
                 retry_after=self.retry_after(n),
             )
+        if self.policy is None or not (self._queue or self._running_batches):
+            return
+        now = time.monotonic()
+        completion = self.policy.completion(len(self._queue), n, self._running_left(now), self.batches_in_flight)
+        limit = self.policy.objective if deadline is None else min(self.policy.objective, deadline - now)
+        if completion > limit:
+            over = completion - self.policy.objective
+            raise ObjectiveUnreachable(
+                f"model {self.name!r} would answer in about {completion * 1000:.0f} ms with {len(self._queue)} "
+                f"images queued; its objective is {self.policy.objective * 1000:.0f} ms",
+                retry_after=min(60, max(1, math.ceil(over))),
+            )
+
+    def seed_latency(self, seconds: dict[int, float]) -> None:
+        """Batch latencies measured before serving (warm-up), so the first batches are already chosen well."""
+        for n, s in seconds.items():
+            self.latency.observe(n, s)
+            if self.policy is not None:
+                self.policy.latency.observe(n, s)
+
+    def _running_left(self, now: float) -> float:
+        """Seconds until the first running batch is predicted to finish; 0 if none runs."""
+        if not self._running_batches or self.policy is None:
+            return 0.0
+        return max(0.0, min(self.policy.latency.predict(n) - (now - t) for t, n in self._running_batches.values()))
 
     def enqueue(
         self,
@@ -146,7 +188,8 @@ class DynamicBatcher:
         `on_release` is called once per item when the batcher is done with its array: after its batch ran,
         or when it was dropped (cancelled, or past its deadline). A cancelled future alone does not say that:
         its item may be in a batch that is running."""
-        self.admit(len(arrays))
+        self.admit(len(arrays), deadline)
+        self._arrivals.add(len(arrays))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         items = [_Pending(a, loop.create_future(), now, deadline, on_release) for a in arrays]
@@ -207,7 +250,7 @@ class DynamicBatcher:
                 await self._arrived.wait()
             await self._slots.acquire()  # form the batch only when it can run, so it takes the newest items
             try:
-                batch = await self._form_batch()
+                batch, reason = await (self._form_batch() if self.policy is None else self._form_batch_for_objective())
             except BaseException:
                 self._slots.release()
                 raise
@@ -215,9 +258,14 @@ class DynamicBatcher:
                 self._slots.release()
                 continue
             self._grown |= len(batch) > 1
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch, reason))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._running_batches[task] = (time.monotonic(), len(batch))
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._running_batches.pop(task, None)
 
     async def _idle(self) -> None:
         """Run `on_idle` in the executor with every slot held, so that no batch runs beside it."""
@@ -253,25 +301,55 @@ class DynamicBatcher:
             alive.append(item)
         self._queue = alive
 
-    async def _form_batch(self) -> list[_Pending]:
+    async def _form_batch(self) -> tuple[list[_Pending], str]:
+        """Fixed rules: full, the oldest waited max_queue_delay, or a preferred size with the queue quiet."""
         while True:
             self._drop_dead()
             n = len(self._queue)
             if n == 0:
-                return []
-            if n >= self.max_batch_size or self._stopping:
-                return self._take(min(n, self.max_batch_size))
+                return [], ""
+            if self._stopping:
+                return self._take(min(n, self.max_batch_size)), "shutdown"
+            if n >= self.max_batch_size:
+                return self._take(self.max_batch_size), "full"
             remaining = self._queue[0].enqueued_at + self.max_queue_delay - time.monotonic()
             if remaining <= 0:
-                return self._take(n)
+                return self._take(n), "delay"
             if self.preferred_batch_sizes and n >= self.preferred_batch_sizes[0]:
                 await asyncio.sleep(0)  # let requests that are arriving right now enqueue
                 if len(self._queue) == n:  # the queue is momentarily quiet: dispatch a preferred size
-                    return self._take(max(p for p in self.preferred_batch_sizes if p <= n))
+                    return self._take(max(p for p in self.preferred_batch_sizes if p <= n)), "quiet"
                 continue
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+            await self._wait_for_arrival(remaining)
+
+    async def _form_batch_for_objective(self) -> tuple[list[_Pending], str]:
+        """The policy's choice (service/engine/policy.py), or "deadline" when the oldest image's own deadline
+        cannot wait for more."""
+        while True:
+            self._drop_dead()
+            n = len(self._queue)
+            if n == 0:
+                return [], ""
+            if self._stopping:
+                return self._take(min(n, self.max_batch_size)), "shutdown"
+            now = time.monotonic()
+            oldest = self._queue[0]
+            plan = self.policy.plan(min(n, self.max_batch_size), now - oldest.enqueued_at, self._arrivals.rate())
+            if isinstance(plan, Release):
+                return self._take(min(n, plan.size)), plan.reason
+            if oldest.deadline is not None:
+                slack = oldest.deadline - now - self.policy.latency.predict(self.policy.target_size())
+                if slack <= plan.seconds:
+                    if slack <= 0:
+                        return self._take(min(n, self.max_batch_size)), "deadline"
+                    await self._wait_for_arrival(slack)
+                    continue
+            await self._wait_for_arrival(plan.seconds)
+
+    async def _wait_for_arrival(self, seconds: float) -> None:
+        self._arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), seconds)
 
     def _take(self, n: int) -> list[_Pending]:
         return [self._queue.popleft() for _ in range(n)]
@@ -281,7 +359,7 @@ class DynamicBatcher:
         output = self._run(inputs)
         return output, started, time.monotonic()
 
-    async def _run_batch(self, items: list[_Pending]) -> None:
+    async def _run_batch(self, items: list[_Pending], reason: str) -> None:
         try:
             inputs = [item.array for item in items]  # the engine stacks them where its device wants them
             loop = asyncio.get_running_loop()
@@ -296,8 +374,10 @@ class DynamicBatcher:
                     item.future.set_result(InferenceResult(row, queue_ms, inference_ms, len(items)))
             self._completed.append((finished, len(items)))
             self.latency.observe(len(items), finished - started)
+            if self.policy is not None:
+                self.policy.latency.observe(len(items), finished - started)
             if self._on_batch is not None:
-                self._on_batch(len(items), finished - started)
+                self._on_batch(len(items), finished - started, reason)
         except Exception as e:
             if isinstance(e, ServiceError):
                 message = e.message

@@ -43,6 +43,7 @@ def effective_batching(defaults: Batching, settings: Settings, *, on_gpu: bool =
         max_queue_delay_ms=delay,
         max_queue_size=settings.max_queue_size or defaults.max_queue_size,
         batches_in_flight=settings.batches_in_flight or (2 if on_gpu else 1),
+        latency_slo_ms=settings.latency_slo_ms or defaults.latency_slo_ms,
     )
 
 
@@ -53,8 +54,10 @@ def warmup_batch_sizes(batching: BatchingInfo, on_gpu: bool = True) -> list[int]
     graphs are all made before traffic. On CPU batch 1 only: a first run at a new size costs about what later
     ones do, and warming every size delayed resnet50's readiness by 4-6 s on 2 cores (docs/BENCHMARKS.md,
     start-up)."""
-    if not on_gpu:
-        return [1]
+    if (
+        not on_gpu
+    ):  # with an objective, 2 and 4 too: the policy starts from measured latencies (service/engine/policy.py)
+        return [n for n in (1, 2, 4) if n <= batching.max_batch_size] if batching.latency_slo_ms else [1]
     powers = (2**i for i in range(batching.max_batch_size.bit_length()))
     return sorted({1, *batching.preferred_batch_sizes, *powers, batching.max_batch_size})
 
@@ -104,13 +107,14 @@ def _build_and_warm(name: str, settings: Settings) -> tuple[ModelSource, Batchin
     on_gpu = engine.providers_in_use[0] != CPU  # what the session really got, after any fallback
     if on_gpu:
         batching = effective_batching(config.batching, settings, on_gpu=True)
+    latencies = {}
     try:
         if settings.warmup:
-            engine.warmup(warmup_batch_sizes(batching, on_gpu))
+            latencies = engine.warmup(warmup_batch_sizes(batching, on_gpu))
     except BaseException:
         engine.close()
         raise
-    return source, batching, engine, {"session": built - started, "warmup": time.perf_counter() - built}
+    return source, batching, engine, latencies, {"session": built - started, "warmup": time.perf_counter() - built}
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class LoadedModel:
     @classmethod
     async def load(cls, name: str, settings: Settings, on_batch: BatchObserver | None = None) -> "LoadedModel":
         """Built in a thread (reading, session, warm-up), then its batcher started on this event loop."""
-        source, batching, engine, seconds = await asyncio.to_thread(_build_and_warm, name, settings)
+        source, batching, engine, latencies, seconds = await asyncio.to_thread(_build_and_warm, name, settings)
         executor = ThreadPoolExecutor(batching.batches_in_flight, thread_name_prefix=f"infer-{name}")
         batcher = DynamicBatcher(
             engine.run,
@@ -140,8 +144,10 @@ class LoadedModel:
             executor=executor,
             on_batch=on_batch,
             on_idle=engine.trim_memory,
+            latency_slo_ms=batching.latency_slo_ms,
             name=name,
         )
+        batcher.seed_latency(latencies)
         batcher.start()
         return cls(source, batching, engine, batcher, executor, seconds)
 

@@ -2,6 +2,7 @@
 service/engine/providers.py chose, retrying without those that fail to start."""
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -193,13 +194,18 @@ class Engine:
             raise InferenceFailed(f"model returned shape {logits.shape} for a batch of {n}")
         return logits.astype(np.float32, copy=False)
 
-    def warmup(self, batch_sizes: Sequence[int]) -> None:
+    def warmup(self, batch_sizes: Sequence[int]) -> dict[int, float]:
         """Runs at every batch size, so allocations, TensorRT engines and CUDA graphs are ready before
-        traffic. Graph capture needs a few runs per size (ONNX Runtime runs plainly before capturing)."""
+        traffic. Graph capture needs a few runs per size (ONNX Runtime runs plainly before capturing).
+        Returns each size's seconds, its last run's: where the batching policy starts from."""
         runs = 3 if self.cuda_graph_batch_sizes else 1
+        seconds = {}
         for n in sorted(set(batch_sizes)):
             for _ in range(runs):
+                started = time.perf_counter()
                 self.run(np.zeros((n, *self.input_spec.shape[1:]), dtype=self._dtype))
+                seconds[n] = time.perf_counter() - started
+        return seconds
 
     def trim_memory(self) -> None:
         """Give back what ONNX Runtime's CPU arena grew to for large batches (a batch of 32 on resnet50: 190 MB)

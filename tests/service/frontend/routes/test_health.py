@@ -82,7 +82,7 @@ def test_model_load_time_is_reported_by_phase(make_local_client, monkeypatch):
 
     def slow_warmup(self, batch_sizes):
         time.sleep(0.3)
-        warmup(self, batch_sizes)
+        return warmup(self, batch_sizes)
 
     monkeypatch.setattr(service.engine.session.Engine, "warmup", slow_warmup)
     text = make_local_client().get("/metrics").text
@@ -102,7 +102,7 @@ def test_warmup_happens_before_ready(model_repo, monkeypatch):
     def gated_warmup(self, batch_sizes):
         gate.wait(30)
         warmed.append(sorted(set(batch_sizes)))
-        warmup(self, batch_sizes)
+        return warmup(self, batch_sizes)
 
     monkeypatch.setattr(service.engine.session.Engine, "warmup", gated_warmup)
     settings = Settings(

@@ -10,7 +10,9 @@ def test_list_models(client):
 
 
 def test_model_detail(make_client):
-    client = make_client(max_batch_size=4, preferred_batch_sizes=[2, 4, 16], batches_in_flight=3, cuda_graphs=True)
+    client = make_client(
+        max_batch_size=4, preferred_batch_sizes=[2, 4, 16], batches_in_flight=3, cuda_graphs=True, latency_slo_ms=150
+    )
     info = client.get("/v1/models/tiny_rgb").json()
     assert info["state"] == "ready" and info["reason"] is None
     assert info["version"] == 1 and info["versions"] == [1]
@@ -27,6 +29,7 @@ def test_model_detail(make_client):
         "max_queue_delay_ms": 5.0,
         "max_queue_size": 64,
         "batches_in_flight": 3,
+        "latency_slo_ms": 150.0,  # config.json has none: the setting turns the objective on
     }
 
 
