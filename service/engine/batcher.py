@@ -250,7 +250,7 @@ class DynamicBatcher:
                 await self._arrived.wait()
             await self._slots.acquire()  # form the batch only when it can run, so it takes the newest items
             try:
-                batch, reason = await (self._form_batch() if self.policy is None else self._form_batch_for_objective())
+                batch, reason = await self._form_batch()
             except BaseException:
                 self._slots.release()
                 raise
@@ -302,7 +302,7 @@ class DynamicBatcher:
         self._queue = alive
 
     async def _form_batch(self) -> tuple[list[_Pending], str]:
-        """Fixed rules: full, the oldest waited max_queue_delay, or a preferred size with the queue quiet."""
+        """The next batch and why it was released, once it is due by the rules in use."""
         while True:
             self._drop_dead()
             n = len(self._queue)
@@ -310,41 +310,43 @@ class DynamicBatcher:
                 return [], ""
             if self._stopping:
                 return self._take(min(n, self.max_batch_size)), "shutdown"
-            if n >= self.max_batch_size:
-                return self._take(self.max_batch_size), "full"
-            remaining = self._queue[0].enqueued_at + self.max_queue_delay - time.monotonic()
-            if remaining <= 0:
-                return self._take(n), "delay"
-            if self.preferred_batch_sizes and n >= self.preferred_batch_sizes[0]:
-                await asyncio.sleep(0)  # let requests that are arriving right now enqueue
-                if len(self._queue) == n:  # the queue is momentarily quiet: dispatch a preferred size
-                    return self._take(max(p for p in self.preferred_batch_sizes if p <= n)), "quiet"
-                continue
-            await self._wait_for_arrival(remaining)
+            due = await (self._fixed_rules(n) if self.policy is None else self._objective_rules(n))
+            if due is not None:
+                size, reason = due
+                return self._take(min(n, size)), reason
 
-    async def _form_batch_for_objective(self) -> tuple[list[_Pending], str]:
+    async def _fixed_rules(self, n: int) -> tuple[int, str] | None:
+        """Full, the oldest waited max_queue_delay, or a preferred size with the queue quiet; None: look again
+        (after waiting for an arrival)."""
+        if n >= self.max_batch_size:
+            return self.max_batch_size, "full"
+        remaining = self._queue[0].enqueued_at + self.max_queue_delay - time.monotonic()
+        if remaining <= 0:
+            return n, "delay"
+        if self.preferred_batch_sizes and n >= self.preferred_batch_sizes[0]:
+            await asyncio.sleep(0)  # let requests that are arriving right now enqueue
+            if len(self._queue) == n:  # the queue is momentarily quiet: dispatch a preferred size
+                return max(p for p in self.preferred_batch_sizes if p <= n), "quiet"
+            return None
+        await self._wait_for_arrival(remaining)
+        return None
+
+    async def _objective_rules(self, n: int) -> tuple[int, str] | None:
         """The policy's choice (service/engine/policy.py), or "deadline" when the oldest image's own deadline
-        cannot wait for more."""
-        while True:
-            self._drop_dead()
-            n = len(self._queue)
-            if n == 0:
-                return [], ""
-            if self._stopping:
-                return self._take(min(n, self.max_batch_size)), "shutdown"
-            now = time.monotonic()
-            oldest = self._queue[0]
-            plan = self.policy.plan(min(n, self.max_batch_size), now - oldest.enqueued_at, self._arrivals.rate())
-            if isinstance(plan, Release):
-                return self._take(min(n, plan.size)), plan.reason
-            if oldest.deadline is not None:
-                slack = oldest.deadline - now - self.policy.latency.predict(self.policy.target_size())
-                if slack <= plan.seconds:
-                    if slack <= 0:
-                        return self._take(min(n, self.max_batch_size)), "deadline"
-                    await self._wait_for_arrival(slack)
-                    continue
-            await self._wait_for_arrival(plan.seconds)
+        cannot wait for more; None: look again."""
+        now = time.monotonic()
+        oldest = self._queue[0]
+        plan = self.policy.plan(min(n, self.max_batch_size), now - oldest.enqueued_at, self._arrivals.rate())
+        if isinstance(plan, Release):
+            return plan.size, plan.reason
+        wait = plan.seconds
+        if oldest.deadline is not None:
+            slack = oldest.deadline - now - self.policy.latency.predict(self.policy.target_size())
+            if slack <= 0:
+                return self.max_batch_size, "deadline"
+            wait = min(wait, slack)
+        await self._wait_for_arrival(wait)
+        return None
 
     async def _wait_for_arrival(self, seconds: float) -> None:
         self._arrived.clear()
