@@ -147,9 +147,10 @@ class Settings(BaseSettings):
     )
     latency_slo_ms: float | None = Field(
         None,
-        gt=0,
+        ge=0,
         description="Latency objective per image, queued to answered: batch sizes, waits and admission (429 "
-        "objective_unreachable) follow from measured batch latencies. Overrides config.json's latency_slo_ms.",
+        "objective_unreachable) follow from measured batch latencies. Overrides config.json's latency_slo_ms; "
+        "0 turns it off (the fixed rules: max_queue_delay_ms, preferred_batch_sizes).",
     )
     batches_in_flight: int | None = Field(
         None,

@@ -43,7 +43,7 @@ def effective_batching(defaults: Batching, settings: Settings, *, on_gpu: bool =
         max_queue_delay_ms=delay,
         max_queue_size=settings.max_queue_size or defaults.max_queue_size,
         batches_in_flight=settings.batches_in_flight or (2 if on_gpu else 1),
-        latency_slo_ms=settings.latency_slo_ms or defaults.latency_slo_ms,
+        latency_slo_ms=defaults.latency_slo_ms if settings.latency_slo_ms is None else settings.latency_slo_ms or None,
     )
 
 

@@ -29,3 +29,13 @@ def test_batches_in_flight_follow_the_device_unless_set():
     assert effective_batching(defaults, Settings()).batches_in_flight == 1
     assert effective_batching(defaults, Settings(), on_gpu=True).batches_in_flight == 2
     assert effective_batching(defaults, Settings(batches_in_flight=3), on_gpu=False).batches_in_flight == 3
+
+
+def test_the_objective_comes_from_config_json_unless_set_and_zero_turns_it_off():
+    defaults = Batching(latency_slo_ms=250)
+    assert effective_batching(defaults, Settings()).latency_slo_ms == 250
+    assert effective_batching(defaults, Settings(latency_slo_ms=100)).latency_slo_ms == 100
+    assert effective_batching(defaults, Settings(latency_slo_ms=0)).latency_slo_ms is None
+    assert effective_batching(Batching(), Settings()).latency_slo_ms is None
+    on = effective_batching(defaults, Settings(max_batch_size=2))
+    assert warmup_batch_sizes(on, on_gpu=False) == [1, 2]  # measured for the policy, up to the max batch
