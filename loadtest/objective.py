@@ -108,8 +108,10 @@ def main() -> None:
     parser.add_argument("--objective-ms", type=float, default=250.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--overload-seconds", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=None, help="SERVE_WORKERS (default: the service's own)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    layout = {} if args.workers is None else {"SERVE_WORKERS": str(args.workers)}
     ensure_exported(args.repository, args.model)
     source = load_source(args.repository, args.model)
     jpegs = list(photo_jpegs(sizes=(320,)).values())
@@ -119,7 +121,12 @@ def main() -> None:
     for name, value in (("fixed rules", "0"), (f"objective {args.objective_ms:g} ms", str(args.objective_ms))):
         print(f"{args.model}: {name} ...", file=sys.stderr)
         result[name] = run_config(
-            args.repository, args.model, jpegs, {"SERVE_LATENCY_SLO_MS": value}, args.seconds, args.overload_seconds
+            args.repository,
+            args.model,
+            jpegs,
+            layout | {"SERVE_LATENCY_SLO_MS": value},
+            args.seconds,
+            args.overload_seconds,
         )
         print(json.dumps(result[name], indent=1), file=sys.stderr)
     best = max(p["images_per_s"] for p in raw)

@@ -123,6 +123,7 @@ class DynamicBatcher:
         self._stopping = False
         self._completed: deque[tuple[float, int]] = deque()  # (time, items) per finished batch
         self._running_batches: dict[asyncio.Task, tuple[float, int]] = {}  # (started, size)
+        self._held = 0  # images admitted and decoding, not queued yet (hold)
         self.latency = BatchLatency()
         self.policy = None
         if latency_slo_ms is not None:
@@ -141,10 +142,20 @@ class DynamicBatcher:
         if not task.cancelled() and task.exception() is not None:
             log.error("model %r: batcher stopped", self.name, exc_info=task.exception())
 
-    def admit(self, n: int, deadline: float | None = None) -> None:
+    def hold(self, n: int) -> None:
+        """Admit `n` images now and count them as coming until `enqueue(..., held=n)` or `release_hold(n)`:
+        a request is admitted before it is decoded, and those decoding meanwhile are ahead of the next."""
+        self.admit(n)
+        self._held += n
+
+    def release_hold(self, n: int) -> None:
+        self._held -= n
+
+    def admit(self, n: int, deadline: float | None = None, *, held: int = 0) -> None:
         """Raise what enqueueing `n` items now would (not accepting, a full queue, or, with an objective, an
         answer predicted to come after it or after `deadline`), so a request the queue cannot take is refused
-        before its images are decoded: under overload, shedding stays cheap. An idle model takes anything."""
+        before its images are decoded: under overload, shedding stays cheap. An idle model takes anything.
+        `held`: images of this request already counted as coming."""
         if self._stopping or self._loop_task is None:
             raise ModelNotReady(f"model {self.name!r} is not accepting requests")
         if len(self._queue) + n > self.max_queue_size:
@@ -152,16 +163,17 @@ class DynamicBatcher:
                 f"model {self.name!r} has {len(self._queue)} images queued (max {self.max_queue_size})",
                 retry_after=self.retry_after(n),
             )
-        if self.policy is None or not (self._queue or self._running_batches):
+        ahead = len(self._queue) + self._held - held
+        if self.policy is None or not (ahead or self._running_batches):
             return
         now = time.monotonic()
-        completion = self.policy.completion(len(self._queue), n, self._running_left(now), self.batches_in_flight)
+        completion = self.policy.completion(ahead, n, self._running_left(now), self.batches_in_flight)
         limit = self.policy.objective if deadline is None else min(self.policy.objective, deadline - now)
         if completion > limit:
             over = completion - self.policy.objective
             raise ObjectiveUnreachable(
-                f"model {self.name!r} would answer in about {completion * 1000:.0f} ms with {len(self._queue)} "
-                f"images queued; its objective is {self.policy.objective * 1000:.0f} ms",
+                f"model {self.name!r} would answer in about {completion * 1000:.0f} ms with {ahead} images "
+                f"ahead; its objective is {self.policy.objective * 1000:.0f} ms",
                 retry_after=min(60, max(1, math.ceil(over))),
             )
 
@@ -183,12 +195,16 @@ class DynamicBatcher:
         arrays: Sequence[np.ndarray],
         deadline: float | None = None,
         on_release: Callable[[], None] | None = None,
+        held: int = 0,
     ) -> list[asyncio.Future]:
         """Queue one item per array, all or none; returns their futures (awaiting gives an InferenceResult).
         `on_release` is called once per item when the batcher is done with its array: after its batch ran,
         or when it was dropped (cancelled, or past its deadline). A cancelled future alone does not say that:
-        its item may be in a batch that is running."""
-        self.admit(len(arrays), deadline)
+        its item may be in a batch that is running. `held`: how many of them `hold` counted as coming."""
+        try:
+            self.admit(len(arrays), deadline, held=held)
+        finally:
+            self._held -= held  # coming no longer: queued now, or refused
         self._arrivals.add(len(arrays))
         loop = asyncio.get_running_loop()
         now = time.monotonic()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.config import Settings
+from service.engine.batcher import DynamicBatcher
 from service.engine.loader import LoadedModel
 from service.errors import DeadlineExceeded
 from service.metrics import Metrics
@@ -25,12 +26,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _InProcess:
-    """A Reservation when images are queued as the decoder made them: nothing to give back."""
+    """A Reservation when images are queued as the decoder made them: the batcher counts them as coming (so
+    that requests admitted while others decode are not all admitted on the same queue) until they are queued
+    or given back."""
 
     buffers: None = None
 
+    def __init__(self, batcher: DynamicBatcher, n: int):
+        self._batcher, self._n = batcher, n
+
+    def submit(self, arrays: list[np.ndarray], deadline: float) -> list[asyncio.Future]:
+        n, self._n = self._n, 0
+        return self._batcher.enqueue(arrays, deadline, held=n)
+
     def release(self) -> None:
-        pass
+        if self._n:
+            self._batcher.release_hold(self._n)
+            self._n = 0
 
 
 class Models:
@@ -128,14 +140,14 @@ class Models:
         return require(self._statuses, name)
 
     def reserve(self, status: ModelStatus, n: int) -> _InProcess:
-        self.loaded_model(status.name).batcher.admit(n)  # shed before decoding; enqueue checks again after
-        return _InProcess()
+        batcher = self.loaded_model(status.name).batcher
+        batcher.hold(n)  # shed before decoding; enqueue checks again after, with the deadline
+        return _InProcess(batcher, n)
 
     async def infer(
         self, status: ModelStatus, reservation: _InProcess, arrays: list[np.ndarray], deadline: float
     ) -> list[InferenceResult]:
-        batcher = self.loaded_model(status.name).batcher
-        return await wait_all(batcher.enqueue(arrays, deadline), deadline)
+        return await wait_all(reservation.submit(arrays, deadline), deadline)
 
     def refresh_gauges(self) -> None:
         self.metrics.models_ready.set(sum(s.state is ModelState.READY for s in self._statuses.values()))

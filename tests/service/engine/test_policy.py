@@ -193,3 +193,22 @@ def test_an_idle_model_takes_any_request_even_one_slower_than_its_objective():
         await b.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_images_still_decoding_count_as_ahead_until_queued_or_given_back():
+    async def main():
+        engine = TimedEngine(lambda n: 0.05 * n)
+        b, _ = objective_batcher(engine, 250)
+        for _ in range(5):  # the 5th would be answered at 250 ms
+            b.hold(1)
+        with pytest.raises(ObjectiveUnreachable, match="5 images ahead"):
+            b.hold(1)  # nothing is queued yet: the five decoding are what is ahead
+        b.release_hold(2)  # two failed to decode
+        b.hold(1)
+        futures = b.enqueue([np.zeros((1,), np.float32)] * 4, held=4)
+        assert b.queue_depth == 4
+        await asyncio.gather(*futures)
+        b.hold(1)  # the one left held and this one: nothing else ahead
+        await b.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
