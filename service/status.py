@@ -83,8 +83,8 @@ class ModelBackend(Protocol):
     async def fresh_statuses(self) -> Mapping[str, ModelStatus]:
         """Statuses as they are now (for the probes and /v1/models)."""
 
-    def reserve(self, status: ModelStatus, n: int) -> Reservation:
-        """Room for `n` images of a ready model, or QueueFull (429 with Retry-After)."""
+    async def reserve(self, status: ModelStatus, n: int) -> Reservation:
+        """Room for `n` images of a ready model, or QueueFull / ObjectiveUnreachable (429 with Retry-After)."""
 
     async def infer(
         self, status: ModelStatus, reservation: Reservation, arrays: list[np.ndarray], deadline: float

@@ -139,7 +139,7 @@ class Models:
     async def ready(self, name: str) -> ModelStatus:
         return require(self._statuses, name)
 
-    def reserve(self, status: ModelStatus, n: int) -> _InProcess:
+    async def reserve(self, status: ModelStatus, n: int) -> _InProcess:
         batcher = self.loaded_model(status.name).batcher
         batcher.hold(n)  # shed before decoding; enqueue checks again after, with the deadline
         return _InProcess(batcher, n)

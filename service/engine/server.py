@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection, Listener
 import numpy as np
 
 from service.config import Settings
+from service.engine.batcher import DynamicBatcher
 from service.engine.models import Models, in_process
 from service.errors import InferenceFailed, ServiceError, to_wire
 from service.metrics import Metrics
@@ -65,6 +66,7 @@ class _Frontend:
     def __init__(self, index: int, link: Link, pool: SlotPool):
         self.index, self.link, self.pool = index, link, pool
         self.requests: dict[int, _Request] = {}
+        self.holds: dict[int, tuple[DynamicBatcher, int]] = {}  # room held for images being decoded, by request
         self.gone = False
         self.emptied = asyncio.Event()
         self.emptied.set()
@@ -148,6 +150,9 @@ class EngineServer:
             log.warning("engine: front end %d went away with %d requests", frontend.index, len(frontend.requests))
         for request in list(frontend.requests.values()):
             request.cancel()
+        for batcher, n in frontend.holds.values():
+            batcher.release_hold(n)
+        frontend.holds.clear()
 
     def _on_message(self, frontend: _Frontend, message: tuple) -> None:
         kind = message[0]
@@ -159,17 +164,38 @@ class EngineServer:
                 request.cancel()
         elif kind == "status":
             frontend.link.send(("status", message[1], self.models.statuses_now()))
+        elif kind == "hold":
+            self._hold(frontend, *message[1:])
+        elif kind == "unhold":
+            held = frontend.holds.pop(message[1], None)
+            if held is not None:
+                held[0].release_hold(held[1])
         else:
             log.warning("engine: unknown message %r from front end %d", kind, frontend.index)
 
+    def _hold(self, frontend: _Frontend, request_id: int, name: str, n: int) -> None:
+        """Admission before decoding (a model with a latency objective): held until submit or unhold."""
+        try:
+            batcher = self.models.loaded_model(name).batcher
+            batcher.hold(n)
+        except ServiceError as e:
+            frontend.link.send(("refused", request_id, *to_wire(e)))
+            return
+        frontend.holds[request_id] = (batcher, n)
+        frontend.link.send(("held", request_id))
+
     def _submit(self, frontend: _Frontend, request_id: int, name: str, slots: list[int], deadline: float) -> None:
         request = _Request(frontend, request_id, slots)
+        held = frontend.holds.pop(request_id, (None, 0))
         try:
             model = self.models.loaded_model(name)
             spec, out = model.source.config.input, model.source.config.output
             arrays = [frontend.pool.view(slot, spec.shape[1:], spec.dtype) for slot in slots]
             request.output = (tuple(out.shape[1:]), np.dtype(out.dtype))
-            request.futures = model.batcher.enqueue(arrays, deadline, on_release=request.released)
+            if held[0] is not None and held[0] is not model.batcher:  # held on a batcher since replaced
+                held[0].release_hold(held[1])
+                held = (None, 0)
+            request.futures = model.batcher.enqueue(arrays, deadline, on_release=request.released, held=held[1])
         except ServiceError as e:
             frontend.link.send(("error", request_id, *to_wire(e)))
             return

@@ -2,9 +2,11 @@
 `ModelBackend` over service/transport.py, answering exactly as the in-process one does.
 
 `reserve` takes slots in this front end's shared-memory segment (none free: 429 before decoding, Retry-After
-from the model's drain rate); the decoder writes each image straight into its slot; `infer` sends the slots and
-waits for the one answer every submit gets. A request that times out (504) or whose client left sends a cancel,
-and its slots stay taken until the engine's answer says it no longer reads them.
+from the model's drain rate) and, for a model with a latency objective, asks the engine to hold room for the
+images (its batcher's admission, before they are decoded); the decoder writes each image straight into its
+slot; `infer` sends the slots and waits for the one answer every submit gets. A request that times out (504)
+or whose client left sends a cancel, and its slots stay taken until the engine's answer says it no longer reads
+them.
 
 Statuses are the engine's, cached: refreshed often until every model has loaded or failed, then every
 STATUS_REFRESH_S, and on each probe. The front end takes connections only once the engine has let it in.
@@ -42,12 +44,19 @@ class SlotReservation:
     pool: SlotPool
     slots: list[int]
     buffers: list[np.ndarray]
+    request_id: int
+    held: Link | None = None  # the engine holds room for these images (a latency objective) until submit
     submitted: bool = False
 
     def release(self) -> None:
-        if not self.submitted and self.slots:
+        if self.submitted:
+            return
+        if self.slots:
             self.pool.give(self.slots)
             self.slots = []
+        if self.held is not None and not self.held.closed:
+            self.held.send(("unhold", self.request_id))
+        self.held = None
 
 
 @dataclass(eq=False)
@@ -72,6 +81,7 @@ class EngineClient:
         self._welcome = asyncio.Event()
         self._waiting: dict[int, _Waiting] = {}
         self._status_replies: dict[int, asyncio.Future] = {}
+        self._hold_replies: dict[int, asyncio.Future] = {}
         self._ids = itertools.count()
         self._tasks: list[asyncio.Task] = []
 
@@ -113,6 +123,11 @@ class EngineClient:
             if future is not None and not future.done():
                 future.set_result(message[2])
             return
+        if kind in ("held", "refused"):
+            future = self._hold_replies.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result(None if kind == "held" else from_wire(*message[2:]))
+            return
         waiting = self._waiting.pop(request_id, None)
         if waiting is None:
             log.warning("answer for unknown request %d", request_id)
@@ -144,6 +159,10 @@ class EngineClient:
             if not waiting.future.done():
                 waiting.future.set_exception(ModelNotReady("the engine process stopped"))
         self._waiting.clear()
+        for future in self._hold_replies.values():
+            if not future.done():
+                future.set_result(ModelNotReady("the engine process stopped"))
+        self._hold_replies.clear()
 
     # -- ModelBackend ----------------------------------------------------------------------------------
 
@@ -173,7 +192,7 @@ class EngineClient:
                 await self.fresh_statuses()
         return require(self._statuses, name)
 
-    def reserve(self, status: ModelStatus, n: int) -> SlotReservation:
+    async def reserve(self, status: ModelStatus, n: int) -> SlotReservation:
         if self._link is None or self._link.closed:
             raise ModelNotReady(f"model {status.name!r} is not reachable: the engine process is not connected")
         config = status.source.config
@@ -193,15 +212,35 @@ class EngineClient:
             )
         spec = config.input
         buffers = [self._pool.view(slot, spec.shape[1:], spec.dtype) for slot in slots]
-        return SlotReservation(self._pool, slots, buffers)
+        reservation = SlotReservation(self._pool, slots, buffers, next(self._ids))
+        if status.batching.latency_slo_ms is not None:
+            await self._hold(status, n, reservation)
+        return reservation
+
+    async def _hold(self, status: ModelStatus, n: int, reservation: SlotReservation) -> None:
+        """The engine's batcher admits the images now, before they are decoded, and counts them as coming."""
+        future = asyncio.get_running_loop().create_future()
+        self._hold_replies[reservation.request_id] = future
+        self._link.send(("hold", reservation.request_id, status.name, n))
+        try:
+            refused = await future
+        except BaseException:  # cancelled while asking: the engine may hold the room, so give it back
+            self._hold_replies.pop(reservation.request_id, None)
+            reservation.held = self._link
+            reservation.release()
+            raise
+        if refused is not None:
+            reservation.release()
+            raise refused
+        reservation.held = self._link
 
     async def infer(
         self, status: ModelStatus, reservation: SlotReservation, arrays: list[np.ndarray], deadline: float
     ) -> list[InferenceResult]:
-        request_id = next(self._ids)
+        request_id = reservation.request_id
         waiting = _Waiting(reservation, status, asyncio.get_running_loop().create_future())
         self._waiting[request_id] = waiting
-        reservation.submitted = True  # from here only the engine's answer frees the slots
+        reservation.submitted = True  # from here only the engine's answer frees the slots (and the hold)
         self._link.send(("submit", request_id, status.name, reservation.slots, deadline))
         try:
             timeout = max(0.0, deadline - time.monotonic())

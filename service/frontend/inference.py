@@ -44,7 +44,7 @@ async def infer_images(
     """Encoded images (name for errors, bytes) decoded with the model's preprocessing, then run.
     `embedded`: the images came inside a JSON or tensor body, so bytes that are no image are the image's fault
     (400 invalid_image), not the request's media type's (415)."""
-    reservation = state.models.reserve(status, len(images))  # shed before decoding
+    reservation = await state.models.reserve(status, len(images))  # shed before decoding
     try:
         return await watch(_decode_and_run(state, status, reservation, images, deadline, embedded))
     finally:
@@ -56,7 +56,7 @@ async def infer_tensor(
 ) -> list[Answer]:
     """Images the client preprocessed itself: `batch` (N, *input shape), of the model's input dtype, already
     checked against the model (service/frontend/tensors.py)."""
-    reservation = state.models.reserve(status, len(batch))
+    reservation = await state.models.reserve(status, len(batch))
     try:
         return await watch(_copy_and_run(state, status, reservation, batch, deadline))
     finally:

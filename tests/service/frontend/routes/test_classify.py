@@ -280,3 +280,19 @@ def test_a_crowd_of_256_mixed_requests_is_answered_as_each_alone(make_client):
     with ThreadPoolExecutor(32) as pool:
         together = list(pool.map(lambda r: _comparable(client.post(r[0], **r[1])), requests))
     assert together == alone
+
+
+def test_with_a_latency_objective_requests_are_admitted_before_decoding_and_answered(make_client):
+    """The objective's admission (in the engine process with workers: a hold asked for before decoding, given
+    back when an image fails to decode) leaves answers as they are."""
+    client = make_client(latency_slo_ms=200)
+    assert client.get("/v1/models/tiny_rgb").json()["batching"]["latency_slo_ms"] == 200
+    png = {"headers": {"content-type": "image/png"}}
+    for _ in range(3):
+        assert_error(client.post(URL, content=b"not an image", **png), 415, "unsupported_media_type")
+    files = [("files", (f"{name}.png", image_bytes(color), "image/png")) for name, color in COLORS.items()]
+    response = client.post(URL, files=files)
+    assert response.status_code == 200, response.text
+    assert [top_label(r) for r in response.json()["results"]] == list(COLORS)
+    text = client.get("/metrics").text
+    assert 'cnnserve_batches_total{model="tiny_rgb",reason=' in text
