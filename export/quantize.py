@@ -58,8 +58,11 @@ def bundled_photos() -> list[Image.Image]:
 
 def folder_images(folder: Path) -> list[Image.Image]:
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if len(paths) < 2:
-        raise SystemExit(f"error: --calibration {folder}: needs at least 2 images, found {len(paths)}")
+    if len(paths) < HELD_OUT_EVERY:
+        raise SystemExit(
+            f"error: --calibration {folder}: needs at least {HELD_OUT_EVERY} images (one in {HELD_OUT_EVERY} is held "
+            f"out to measure agreement), found {len(paths)}"
+        )
     return [Image.open(p) for p in paths]
 
 

@@ -89,11 +89,11 @@ class Quantization(_Strict):
 
     method: str
     calibration: str  # what it was calibrated on
-    calibration_inputs: int
+    calibration_inputs: int  # photos count twice: as they are and mirrored
     held_out_inputs: int
     top1_agreement: float  # the same top class as fp32
     top5_agreement: float  # share of fp32's top 5 that int8's top 5 has
-    max_rel_diff_logits: float  # largest |int8 - fp32| / |fp32| over the held-out inputs
+    max_rel_diff_logits: float  # largest ||int8 - fp32|| / ||fp32|| of an input's logits (L2), over the held-out
     accuracy: dict[str, float] = {}  # where the held-out inputs have labels, e.g. {"test_fp32": .., "test_int8": ..}
 
 

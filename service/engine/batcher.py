@@ -178,11 +178,16 @@ class DynamicBatcher:
             )
 
     def seed_latency(self, seconds: dict[int, float]) -> None:
-        """Batch latencies measured before serving (warm-up), so the first batches are already chosen well."""
-        for n, s in seconds.items():
-            self.latency.observe(n, s)
-            if self.policy is not None:
+        """Batch latencies measured before serving (warm-up), so the first batches are already chosen well.
+        Only the policy's table: the deadline check's estimate learns from served batches alone."""
+        if self.policy is not None:
+            for n, s in seconds.items():
                 self.policy.latency.observe(n, s)
+
+    @property
+    def held(self) -> int:
+        """Images admitted and still decoding (hold), not queued yet."""
+        return self._held
 
     def _running_left(self, now: float) -> float:
         """Seconds until the first running batch is predicted to finish; 0 if none runs."""
@@ -361,13 +366,16 @@ class DynamicBatcher:
             if slack <= 0:
                 return self.max_batch_size, "deadline"
             wait = min(wait, slack)
-        await self._wait_for_arrival(wait)
+        if not await self._wait_for_arrival(wait):  # the arrivals the wait counted on did not come
+            return n, "quiet"
         return None
 
-    async def _wait_for_arrival(self, seconds: float) -> None:
+    async def _wait_for_arrival(self, seconds: float) -> bool:
+        """Whether something arrived (or the batcher is stopping) within `seconds`."""
         self._arrived.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._arrived.wait(), seconds)
+        return self._arrived.is_set()
 
     def _take(self, n: int) -> list[_Pending]:
         return [self._queue.popleft() for _ in range(n)]

@@ -17,13 +17,15 @@ SMOOTHING = 0.2  # weight of the newest batch in a size's running average
 PAYS = 0.95  # a larger batch is worth its latency only if it brings at least 1/0.95 the throughput
 QUEUEING_SHARE = 0.5  # the part of the objective a batch may take; the rest is for waiting in the queue
 ARRIVAL_WINDOW_S = 1.0  # arrivals counted over this long, to tell whether waiting will fill a batch
+MIN_WAIT_S = 0.001  # shorter waits are not worth a wake-up (and round to zero on some event loops)
 
 
 class LatencyTable:
     """Seconds a batch of n takes: a running average per size measured, interpolated between sizes, and
     beyond the largest measured assumed to cost as much per image (no gain that was not seen). A batch slower
     or faster than its size's average moves every size by the same factor: a machine that slows down (a noisy
-    neighbour, a hotter GPU) slows at every size, including those not run lately."""
+    neighbour, a hotter GPU) slows at every size, including those not run lately. So the ratios between sizes
+    come from warm-up (a second, warm run of each) and from each size's own runs."""
 
     def __init__(self) -> None:
         self._seconds: dict[int, float] = {}
@@ -131,7 +133,7 @@ class BatchPolicy:
         fill = (target - waiting) / arrival_rate if arrival_rate > 0 else math.inf
         if fill > slack:
             return Release(waiting, "quiet")
-        return Wait(min(fill, slack))
+        return Wait(max(MIN_WAIT_S, min(fill, slack)))
 
     def completion(self, ahead: int, n: int, running_left: float, in_flight: int) -> float:
         """Seconds until `n` new images would be answered behind `ahead` queued ones, batches running

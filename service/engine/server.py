@@ -174,11 +174,15 @@ class EngineServer:
             log.warning("engine: unknown message %r from front end %d", kind, frontend.index)
 
     def _hold(self, frontend: _Frontend, request_id: int, name: str, n: int) -> None:
-        """Admission before decoding (a model with a latency objective): held until submit or unhold."""
+        """Admission before decoding (a model with a latency objective): held until submit or unhold. Every
+        hold is answered, held or refused."""
         try:
             batcher = self.models.loaded_model(name).batcher
             batcher.hold(n)
-        except ServiceError as e:
+        except Exception as e:
+            if not isinstance(e, ServiceError):
+                log.exception("engine: hold for %r failed", name)
+                e = InferenceFailed(f"{type(e).__name__}")
             frontend.link.send(("refused", request_id, *to_wire(e)))
             return
         frontend.holds[request_id] = (batcher, n)
@@ -186,22 +190,22 @@ class EngineServer:
 
     def _submit(self, frontend: _Frontend, request_id: int, name: str, slots: list[int], deadline: float) -> None:
         request = _Request(frontend, request_id, slots)
-        held = frontend.holds.pop(request_id, (None, 0))
+        held = frontend.holds.pop(request_id, None)  # enqueue gives it back, queued or refused
         try:
             model = self.models.loaded_model(name)
             spec, out = model.source.config.input, model.source.config.output
             arrays = [frontend.pool.view(slot, spec.shape[1:], spec.dtype) for slot in slots]
             request.output = (tuple(out.shape[1:]), np.dtype(out.dtype))
-            if held[0] is not None and held[0] is not model.batcher:  # held on a batcher since replaced
-                held[0].release_hold(held[1])
-                held = (None, 0)
-            request.futures = model.batcher.enqueue(arrays, deadline, on_release=request.released, held=held[1])
-        except ServiceError as e:
-            frontend.link.send(("error", request_id, *to_wire(e)))
-            return
+            batcher, n = held if held is not None else (model.batcher, 0)
+            held = None
+            request.futures = batcher.enqueue(arrays, deadline, on_release=request.released, held=n)
         except Exception as e:
-            log.exception("engine: submit for %r failed", name)
-            frontend.link.send(("error", request_id, *to_wire(InferenceFailed(f"{type(e).__name__}"))))
+            if held is not None:  # failed before enqueue took the hold
+                held[0].release_hold(held[1])
+            if not isinstance(e, ServiceError):
+                log.exception("engine: submit for %r failed", name)
+                e = InferenceFailed(f"{type(e).__name__}")
+            frontend.link.send(("error", request_id, *to_wire(e)))
             return
         request.held = len(request.futures)
         frontend.requests[request_id] = request

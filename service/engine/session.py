@@ -197,8 +197,9 @@ class Engine:
     def warmup(self, batch_sizes: Sequence[int]) -> dict[int, float]:
         """Runs at every batch size, so allocations, TensorRT engines and CUDA graphs are ready before
         traffic. Graph capture needs a few runs per size (ONNX Runtime runs plainly before capturing).
-        Returns each size's seconds, its last run's: where the batching policy starts from."""
-        runs = 3 if self.cuda_graph_batch_sizes else 1
+        Returns each size's seconds, its last run's (a second one, not the cold first): where the batching
+        policy starts from."""
+        runs = 3 if self.cuda_graph_batch_sizes else 2
         seconds = {}
         for n in sorted(set(batch_sizes)):
             for _ in range(runs):

@@ -37,6 +37,7 @@ CONNECT_TIMEOUT_S = 600.0  # the engine imports ONNX Runtime before it listens
 STATUS_TIMEOUT_S = 2.0
 LOADING_REFRESH_S = 0.1
 STATUS_REFRESH_S = 2.0
+HOLD_TIMEOUT_S = 5.0  # the engine answers a hold from its event loop at once; this long means it is stuck
 
 
 @dataclass(eq=False)
@@ -223,11 +224,13 @@ class EngineClient:
         self._hold_replies[reservation.request_id] = future
         self._link.send(("hold", reservation.request_id, status.name, n))
         try:
-            refused = await future
-        except BaseException:  # cancelled while asking: the engine may hold the room, so give it back
+            refused = await asyncio.wait_for(future, HOLD_TIMEOUT_S)
+        except BaseException as e:  # cancelled or no answer: the engine may hold the room, so give it back
             self._hold_replies.pop(reservation.request_id, None)
             reservation.held = self._link
             reservation.release()
+            if isinstance(e, TimeoutError):
+                raise ModelNotReady(f"model {status.name!r}: the engine did not answer in {HOLD_TIMEOUT_S:g} s") from e
             raise
         if refused is not None:
             reservation.release()

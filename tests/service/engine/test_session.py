@@ -65,7 +65,7 @@ def test_engine_takes_a_list_of_images_as_a_batch(rgb_path, io_binding):
         e.run([])
 
 
-@pytest.mark.parametrize(("graph_sizes", "runs"), [((), [1, 4]), ((1, 4), [1, 1, 1, 4, 4, 4])])
+@pytest.mark.parametrize(("graph_sizes", "runs"), [((), [1, 1, 4, 4]), ((1, 4), [1, 1, 1, 4, 4, 4])])
 def test_warmup_runs_each_size_enough_to_capture_its_graph(rgb_path, graph_sizes, runs):
     e = engine(rgb_path, io_binding=True)
     e._bound.graph_batch_sizes = list(graph_sizes)
