@@ -5,7 +5,7 @@ The batch latencies are measured at warm-up and kept current from every batch ru
 size is the smallest whose throughput is within `PAYS` of the best size that fits half the objective (the other
 half is for queueing): batch 1 where batching does not pay (resnet50 on a 2-core CPU), larger where it does. A
 partial batch waits for more images only while the arrivals would fill it before the oldest image's objective runs
-out; otherwise it runs as it is.
+out, and only as long as the full batch would still beat running these now; otherwise it runs as it is.
 """
 
 import math
@@ -131,9 +131,13 @@ class BatchPolicy:
         if slack <= 0:
             return Release(waiting, "objective")
         fill = (target - waiting) / arrival_rate if arrival_rate > 0 else math.inf
-        if fill > slack:
+        # Waiting idles the engine: worth it only while the full batch still beats running these now
+        # (target / (wait + latency(target)) > waiting / latency(waiting)). Closed-loop clients, whose next
+        # request waits for this answer, make the arrival rate promise more than comes: this bounds the cost.
+        worth = target * self.latency.predict(waiting) / waiting - self.latency.predict(target)
+        if fill > min(slack, worth):
             return Release(waiting, "quiet")
-        return Wait(max(MIN_WAIT_S, min(fill, slack)))
+        return Wait(max(MIN_WAIT_S, fill))
 
     def completion(self, ahead: int, n: int, running_left: float, in_flight: int) -> float:
         """Seconds until `n` new images would be answered behind `ahead` queued ones, batches running

@@ -64,6 +64,8 @@ def test_plan_releases_waits_or_explores():
     wait = p.plan(5, 0.0, 10_000.0)  # 27 more arrive in 2.7 ms
     assert isinstance(wait, Wait) and wait.seconds == pytest.approx(27 / 10_000)
     assert p.plan(5, 0.24, 10_000.0) == Release(5, "objective")  # the oldest has no time left to wait
+    # 27 more would come in 0.1 s, within the objective; but 32 after a 0.1 s wait are slower than these 5 now.
+    assert p.plan(5, 0.0, 270.0) == Release(5, "quiet")
     learning = policy(LINEAR, 0.25, sizes=(1, 2, 4))  # warm-up measured up to 4
     assert learning.plan(8, 0.0, 0.0) == Release(8, "explore")
 
