@@ -15,7 +15,6 @@ import asyncio
 import base64
 import json
 import math
-import struct
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from loadtest.images import photo_jpegs
@@ -32,15 +32,16 @@ from loadtest.measure import Window, percentiles_ms, process_cpu_s
 from loadtest.server import ROOT, free_port, running_service, tree_cpu_seconds
 from service.config import Settings
 from service.frontend.preprocess import Preprocessor
+from service.frontend.tensors import DATATYPES, serialize_bytes
+from service.frontend.v2_body import HEADER_LENGTH
 from service.repository import load_source
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
 Send = Callable[[int], Awaitable[str]]  # request number -> "200" or the error's status
 Connect = Callable[[], Awaitable[tuple[Send, Callable[[], Awaitable[None]]]]]  # -> (send, close)
 
 
 def bytes_tensor(items: list[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+    return serialize_bytes(np.array(items, dtype=object))
 
 
 async def closed_loop(connect: Connect, concurrency: int, seconds: float) -> Window:
@@ -171,7 +172,7 @@ def variants(url: str, grpc_address: str, model: str, jpegs: list[bytes], reposi
             grpc_address,
             [_grpc_request(model, input_name, output_name, "BYTES", [1], bytes_tensor([j])) for j in jpegs],
         )
-    datatype = {"float32": "FP32", "uint8": "UINT8"}[config.input.dtype]
+    datatype = DATATYPES[config.input.dtype]
     preprocess = Preprocessor.for_model(config, Settings())
     arrays = [preprocess(j)[None] for j in jpegs]  # (1, C, H, W): what a client that preprocesses sends
     shape = list(arrays[0].shape)

@@ -118,11 +118,10 @@ class DynamicBatcher:
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(batches_in_flight)
-        self._running: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
         self._stopping = False
         self._completed: deque[tuple[float, int]] = deque()  # (time, items) per finished batch
-        self._running_batches: dict[asyncio.Task, tuple[float, int]] = {}  # (started, size)
+        self._running_batches: dict[asyncio.Task, tuple[float, int]] = {}  # running batch -> (started, size)
         self._held = 0  # images admitted and decoding, not queued yet (hold)
         self.latency = BatchLatency()
         self.policy = None
@@ -228,8 +227,8 @@ class DynamicBatcher:
         self._arrived.set()
         if self._loop_task is not None:
             await self._loop_task
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._running_batches:
+            await asyncio.gather(*self._running_batches, return_exceptions=True)
 
     @property
     def queue_depth(self) -> int:
@@ -280,13 +279,8 @@ class DynamicBatcher:
                 continue
             self._grown |= len(batch) > 1
             task = asyncio.get_running_loop().create_task(self._run_batch(batch, reason))
-            self._running.add(task)
             self._running_batches[task] = (time.monotonic(), len(batch))
-            task.add_done_callback(self._batch_done)
-
-    def _batch_done(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
-        self._running_batches.pop(task, None)
+            task.add_done_callback(self._running_batches.pop)
 
     async def _idle(self) -> None:
         """Run `on_idle` in the executor with every slot held, so that no batch runs beside it."""

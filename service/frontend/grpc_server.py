@@ -30,13 +30,10 @@ from service.frontend.tensors import (
     InputTensor,
     ModelSignature,
     RequestedOutput,
-    bytes_count,
-    check_shape,
-    deserialize_bytes,
-    element_count,
+    checked_header,
+    from_raw,
     model_input,
     numeric_from_list,
-    numeric_from_raw,
     output_tensor,
     requested_outputs,
     serialize_bytes,
@@ -119,16 +116,9 @@ def _parameter(parameters, key: str) -> int:
 
 
 def _input(tensor: service_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None, max_images: int) -> InputTensor:
-    shape = check_shape(list(tensor.shape))
-    if tensor.datatype not in CONTENTS and tensor.datatype != "FP16":
-        raise BadRequest(f"input {shown(tensor.name)}: unknown datatype {tensor.datatype[:20]!r}")
-    count = bytes_count(shape, max_images) if tensor.datatype == BYTES else element_count(shape)
+    shape, count = checked_header(tensor.name, tensor.datatype, list(tensor.shape), max_images)
     if raw is not None:
-        if tensor.datatype == BYTES:
-            return InputTensor(tensor.name, BYTES, shape, deserialize_bytes(raw, count, tensor.name))
-        return InputTensor(
-            tensor.name, tensor.datatype, shape, numeric_from_raw(raw, tensor.datatype, shape, tensor.name)
-        )
+        return from_raw(tensor.name, tensor.datatype, shape, count, raw)
     if tensor.datatype not in CONTENTS:
         raise BadRequest(f"input {shown(tensor.name)}: {tensor.datatype} data must be in raw_input_contents")
     contents = getattr(tensor.contents, CONTENTS[tensor.datatype])

@@ -116,6 +116,21 @@ def check_shape(shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def checked_header(name: str, datatype: str, shape: Any, max_images: int) -> tuple[tuple[int, ...], int]:
+    """A request tensor's shape and element count, before any of its data is read: a known datatype, a bounded
+    shape, a BYTES input's images counted against `max_images`."""
+    shape = check_shape(shape)
+    if datatype != BYTES and datatype not in NUMERIC:
+        raise BadRequest(f"input {shown(name)}: unknown datatype {shown(datatype)}")
+    return shape, bytes_count(shape, max_images) if datatype == BYTES else element_count(shape)
+
+
+def from_raw(name: str, datatype: str, shape: tuple[int, ...], count: int, raw: bytes | memoryview) -> InputTensor:
+    """A tensor from its raw bytes, as the binary extension and gRPC's raw contents both carry it."""
+    data = deserialize_bytes(raw, count, name) if datatype == BYTES else numeric_from_raw(raw, datatype, shape, name)
+    return InputTensor(name, datatype, shape, data)
+
+
 def numeric_from_raw(raw: bytes | memoryview, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
     """A tensor from its little-endian bytes (the binary extension, gRPC's raw contents): no copy."""
     dtype = np.dtype(NUMERIC[datatype]).newbyteorder("<")

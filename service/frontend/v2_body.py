@@ -20,16 +20,12 @@ from service.errors import BadRequest, InvalidArgument, RequestTooLarge, Unsuppo
 from service.frontend.request_body import SPLIT_IN_THREAD_BYTES
 from service.frontend.tensors import (
     BYTES,
-    NUMERIC,
     InputTensor,
     OutputTensor,
     RequestedOutput,
-    bytes_count,
-    check_shape,
-    deserialize_bytes,
-    element_count,
+    checked_header,
+    from_raw,
     numeric_from_list,
-    numeric_from_raw,
     serialize_bytes,
     shown,
 )
@@ -129,18 +125,12 @@ def _bytes_from_json(data: list[Any], count: int, name: str) -> list[bytes]:
 
 
 def _input(tensor: _Tensor, binary: memoryview | None, max_images: int) -> InputTensor:
-    shape = check_shape(tensor.shape)
-    if tensor.datatype != BYTES and tensor.datatype not in NUMERIC:
-        raise BadRequest(f"input {shown(tensor.name)}: unknown datatype {shorten(tensor.datatype, 20)!r}")
-    count = bytes_count(shape, max_images) if tensor.datatype == BYTES else element_count(shape)
+    shape, count = checked_header(tensor.name, tensor.datatype, tensor.shape, max_images)
     if binary is not None:
-        if tensor.datatype == BYTES:
-            data = deserialize_bytes(binary, count, tensor.name)
-        else:
-            data = numeric_from_raw(binary, tensor.datatype, shape, tensor.name)
-    elif not isinstance(tensor.data, list):
+        return from_raw(tensor.name, tensor.datatype, shape, count, binary)
+    if not isinstance(tensor.data, list):
         raise BadRequest(f"input {shown(tensor.name)} has neither data (a list) nor binary_data_size")
-    elif tensor.datatype == BYTES:
+    if tensor.datatype == BYTES:
         data = _bytes_from_json(tensor.data, count, tensor.name)
     else:
         data = numeric_from_list(tensor.data, tensor.datatype, shape, tensor.name)
