@@ -59,8 +59,10 @@ clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
 
 # Benchmarks and load tests (loadtest/): figures, not tests. Results go to loadtest/results/ (ignored).
-.PHONY: bench bench-protocols startup attack loadtest
+.PHONY: bench bench-protocols startup attack loadtest tune
 BENCH_MODEL ?= resnet50
+MODEL ?= resnet50
+TUNE_ARGS ?=
 BENCH_ARGS ?=
 ATTACK_ARGS ?=
 LOCUST_USERS ?= 16
@@ -72,6 +74,11 @@ LOADTEST_PORT ?= 8123
 bench: export
 	$(PY) loadtest/bench.py --model $(BENCH_MODEL) --repository $(REPO) $(BENCH_ARGS) \
 		--output loadtest/results/bench-$$(date -u +%Y%m%dT%H%M%SZ).json
+
+# Triton's Model Analyzer in one command: images/s and batch latency per batch size and per session count on this
+# machine, and the configuration to use for the model's latency objective. WRITE=1 records it in config.json.
+tune: export
+	$(PY) -m loadtest.tune --model $(MODEL) --repository $(REPO) $(if $(WRITE),--write) $(TUNE_ARGS)
 
 # Every API on the same photos and concurrency: /v1/classify, V2 JSON, V2 binary and gRPC, with encoded images
 # and with tensors the client preprocessed (FP32, and UINT8 from a --uint8 export); prints a Markdown table.

@@ -33,6 +33,7 @@ from loadtest.images import photo_jpegs
 from loadtest.measure import decode_rates, device_points, http_point, raw_point
 from loadtest.server import ROOT, running_service, tree_cpu_seconds
 from service.config import Settings, usable_cores
+from service.engine.instances import cpu_model
 from service.engine.loader import build_engine, effective_batching, session_providers
 from service.engine.session import CPU, cuda_graphs_in_use, open_session
 from service.frontend.preprocess import Preprocessor
@@ -49,16 +50,6 @@ def ensure_exported(repository: Path, model: str) -> None:
     print(f"{model} is not in {repository}: exporting it with random weights", file=sys.stderr)
     cmd = [sys.executable, "export/to_onnx.py", "--model", model, "--weights", "random", "--output", str(repository)]
     subprocess.run(cmd, cwd=ROOT, check=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def preprocess_photos(source: ModelSource, jpegs: list[bytes], rounds: int = 5) -> tuple[list[np.ndarray], float]:

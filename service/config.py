@@ -43,7 +43,12 @@ class Settings(BaseSettings):
         "kNextPowerOfTwo", description="How the CUDA provider's memory arena grows."
     )
     gpu_mem_limit_mb: int = Field(0, ge=0, description="Cap on the CUDA provider's arena; 0 is no cap.")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 lets it choose.")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime intra-op threads per session; 0: config.json's instances, else the usable cores "
+        "shared between a model's sessions (one session: ONNX Runtime chooses).",
+    )
     intra_op_spinning: bool = Field(
         False, description="Let ONNX Runtime's threads busy-wait for work; on a small CPU host it starves decoding."
     )
@@ -155,7 +160,14 @@ class Settings(BaseSettings):
     batches_in_flight: int | None = Field(
         None,
         ge=1,
-        description="Batches per model running at once; unset: 1 on CPU, 2 on a GPU (one forms while one runs).",
+        description="Batches per model running at once; unset: one per session on CPU, two on a GPU (one forms "
+        "while one runs).",
+    )
+    instances: int | None = Field(
+        None,
+        ge=1,
+        description="Override config.json's instances: ONNX Runtime sessions per model, each running one batch at "
+        "a time on its share of the cores (`make tune` measures which count is best).",
     )
 
     @field_validator("models", "providers", "preferred_batch_sizes", "cors_origins", mode="before")

@@ -64,6 +64,38 @@ class Batching(_Strict):
     latency_slo_ms: float | None = Field(None, gt=0)
 
 
+class Instances(_Strict):
+    """Sessions per model, after Triton's instance_group: up to `count` batches run at once, one per session,
+    each session with `intra_op_threads` threads (0: the usable cores shared evenly; one session: ONNX Runtime
+    chooses)."""
+
+    count: int = Field(1, ge=1)
+    intra_op_threads: int = Field(0, ge=0)
+
+
+class TuningPoint(_Strict):
+    """One configuration as `make tune` ran it: `instances` sessions, each running batches of `batch_size`."""
+
+    batch_size: int
+    instances: int
+    intra_op_threads: int
+    images_per_s: float
+    p50_ms: float  # one batch, start to end
+    p99_ms: float
+
+
+class Tuning(_Strict):
+    """What `make tune` measured, on which machine and provider, and for which objective it chose
+    the batching and instances above; the service warns when it runs on another machine."""
+
+    machine: str  # e.g. "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz, 2 cores"
+    provider: str  # e.g. "CPUExecutionProvider"
+    onnxruntime: str
+    measured_at: str  # ISO 8601, UTC
+    latency_slo_ms: float
+    points: tuple[TuningPoint, ...]
+
+
 class Weights(_Strict):
     """Where the weights came from, so nobody mistakes random weights for a trained model."""
 
@@ -118,6 +150,8 @@ class ModelConfig(_Strict):
     preprocessing: Preprocessing
     labels_file: str = "labels.txt"
     batching: Batching = Batching()
+    instances: Instances = Instances()
+    tuning: Tuning | None = None  # set by `make tune ... --write`
     versions: dict[int, Version]
 
     @property

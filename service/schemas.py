@@ -66,6 +66,8 @@ class BatchingInfo(BaseModel):
     max_queue_size: int
     batches_in_flight: int
     latency_slo_ms: float | None = None  # the objective; None: fixed batching rules
+    instances: int = 1  # ONNX Runtime sessions, each running one batch at a time
+    intra_op_threads: int = 0  # per session; 0: ONNX Runtime's choice
 
 
 class ModelInfo(BaseModel):

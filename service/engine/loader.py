@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
-from service.config import Settings
+from service.config import Settings, usable_cores
 from service.engine.batcher import BatchObserver, DynamicBatcher
+from service.engine.instances import InstanceGroup, this_machine
 from service.engine.providers import (
     CPU,
     GpuOptions,
@@ -21,17 +22,25 @@ from service.engine.providers import (
     resolve_providers,
 )
 from service.engine.session import Engine
-from service.model_config import Batching, ModelConfig
+from service.model_config import Batching, Instances, ModelConfig
 from service.repository import ModelSource, load_source
 from service.schemas import BatchingInfo
 
 log = logging.getLogger(__name__)
 
+ONE_INSTANCE = Instances()
 
-def effective_batching(defaults: Batching, settings: Settings, *, on_gpu: bool = False) -> BatchingInfo:
-    """config.json's batching with each setting that is not None overriding it. Unless set, one batch
-    runs at a time on CPU (a second would only compete for the same cores) and two on a GPU, so the
-    host forms and copies the next batch while the device runs one."""
+
+def effective_batching(
+    defaults: Batching, settings: Settings, *, on_gpu: bool = False, instances: Instances = ONE_INSTANCE
+) -> BatchingInfo:
+    """config.json's batching and instances with each setting that is not None overriding it. Unless set, one
+    batch runs at a time per session on CPU (another would only compete for its cores) and two on a GPU, so the
+    host forms and copies the next batch while the device runs one. Several sessions share the usable cores."""
+    count = settings.instances or instances.count
+    threads = settings.intra_op_threads or instances.intra_op_threads
+    if not threads and count > 1:
+        threads = max(1, usable_cores() // count)
     max_batch = settings.max_batch_size or defaults.max_batch_size
     preferred = settings.preferred_batch_sizes
     if preferred is None:
@@ -42,8 +51,10 @@ def effective_batching(defaults: Batching, settings: Settings, *, on_gpu: bool =
         preferred_batch_sizes=sorted({n for n in preferred if n <= max_batch}),
         max_queue_delay_ms=delay,
         max_queue_size=settings.max_queue_size or defaults.max_queue_size,
-        batches_in_flight=settings.batches_in_flight or (2 if on_gpu else 1),
+        batches_in_flight=settings.batches_in_flight or count * (2 if on_gpu else 1),
         latency_slo_ms=defaults.latency_slo_ms if settings.latency_slo_ms is None else settings.latency_slo_ms or None,
+        instances=count,
+        intra_op_threads=threads,
     )
 
 
@@ -79,7 +90,7 @@ def session_providers(
 
 
 def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo) -> Engine:
-    """The session for one model, with the providers and thread options the settings ask for."""
+    """One session for one model, with the providers and thread options the settings and batching ask for."""
     config = source.config
     opt_batch = max(batching.preferred_batch_sizes, default=batching.max_batch_size)
     specs = session_providers(config, settings, batching.max_batch_size, opt_batch)
@@ -88,7 +99,7 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
         input_spec=config.input,
         output_spec=config.output,
         providers=specs,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=batching.intra_op_threads,
         spinning=settings.intra_op_spinning,
         io_binding=settings.io_binding and any(p.name != CPU for p in specs),
         device_id=settings.device_id,
@@ -96,17 +107,40 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
     )
 
 
-def _build_and_warm(name: str, settings: Settings) -> tuple[ModelSource, BatchingInfo, Engine, dict[str, float]]:
-    """Blocking (run it in a thread): read the repository, build the session, warm it up."""
+def build_instances(source: ModelSource, settings: Settings, batching: BatchingInfo) -> InstanceGroup:
+    """`batching.instances` sessions of one model (service/engine/instances.py)."""
+    return InstanceGroup.build(batching.instances, lambda: build_engine(source, settings, batching))
+
+
+def check_tuning(source: ModelSource, provider: str) -> None:
+    """Warn when config.json's batching was tuned (`make tune --write`) on another machine or provider."""
+    tuning = source.config.tuning
+    if tuning is not None and (tuning.machine, tuning.provider) != (this_machine(), provider):
+        log.warning(
+            "model %r was tuned on %s (%s), runs on %s (%s): run `make tune MODEL=%s` here",
+            source.name,
+            tuning.machine,
+            tuning.provider,
+            this_machine(),
+            provider,
+            source.name,
+        )
+
+
+def _build_and_warm(
+    name: str, settings: Settings
+) -> tuple[ModelSource, BatchingInfo, InstanceGroup, dict[int, float], dict[str, float]]:
+    """Blocking (run it in a thread): read the repository, build the sessions, warm them up."""
     source = load_source(settings.model_repository, name)
     config = source.config
-    batching = effective_batching(config.batching, settings)
+    batching = effective_batching(config.batching, settings, instances=config.instances)
     started = time.perf_counter()
-    engine = build_engine(source, settings, batching)
+    engine = build_instances(source, settings, batching)
     built = time.perf_counter()
     on_gpu = engine.providers_in_use[0] != CPU  # what the session really got, after any fallback
+    check_tuning(source, engine.providers_in_use[0])
     if on_gpu:
-        batching = effective_batching(config.batching, settings, on_gpu=True)
+        batching = effective_batching(config.batching, settings, on_gpu=True, instances=config.instances)
     latencies = {}
     try:
         if settings.warmup:
@@ -119,12 +153,12 @@ def _build_and_warm(name: str, settings: Settings) -> tuple[ModelSource, Batchin
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to take images: its source on disk, the batching in effect, the session, the batcher
-    feeding it and the threads running its batches."""
+    """A model ready to take images: its source on disk, the batching in effect, the sessions, the batcher
+    feeding them and the threads running its batches."""
 
     source: ModelSource
     batching: BatchingInfo
-    engine: Engine
+    engine: InstanceGroup
     batcher: DynamicBatcher
     executor: ThreadPoolExecutor
     load_seconds: dict[str, float]  # "session", "warmup"

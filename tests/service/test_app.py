@@ -55,7 +55,7 @@ def test_shutdown_drains_and_closes(model_repo):
         assert not any(f.done() for f in futures)
     # Leaving the block ran the lifespan's shutdown; the 60 s delay did not hold it.
     assert all(f.done() and f.result().batch_size == 3 for f in futures)
-    assert model.engine._session is None
+    assert all(engine._session is None for engine in model.engine.engines)
     with pytest.raises(RuntimeError):
         state.decode_pool.small.run(print)
 

@@ -1,6 +1,6 @@
 from service.config import Settings
 from service.engine.loader import effective_batching, warmup_batch_sizes
-from service.model_config import Batching
+from service.model_config import Batching, Instances
 
 
 def test_settings_override_config_batching():
@@ -39,3 +39,42 @@ def test_the_objective_comes_from_config_json_unless_set_and_zero_turns_it_off()
     assert effective_batching(Batching(), Settings()).latency_slo_ms is None
     on = effective_batching(defaults, Settings(max_batch_size=2))
     assert warmup_batch_sizes(on, on_gpu=False) == [1, 2]  # measured for the policy, up to the max batch
+
+
+def test_instances_come_from_config_json_unless_set_and_share_the_cores(monkeypatch):
+    import service.engine.loader as loader
+
+    monkeypatch.setattr(loader, "usable_cores", lambda: 8)
+    defaults = Batching()
+    one = effective_batching(defaults, Settings())
+    assert (one.instances, one.intra_op_threads, one.batches_in_flight) == (1, 0, 1)
+    two = effective_batching(defaults, Settings(), instances=Instances(count=2))
+    assert (two.instances, two.intra_op_threads, two.batches_in_flight) == (2, 4, 2)
+    assert effective_batching(defaults, Settings(), on_gpu=True, instances=Instances(count=2)).batches_in_flight == 4
+    pinned = effective_batching(defaults, Settings(), instances=Instances(count=2, intra_op_threads=3))
+    assert (pinned.instances, pinned.intra_op_threads) == (2, 3)
+    overridden = effective_batching(defaults, Settings(instances=4, intra_op_threads=1), instances=Instances(count=2))
+    assert (overridden.instances, overridden.intra_op_threads, overridden.batches_in_flight) == (4, 1, 4)
+    monkeypatch.setattr(loader, "usable_cores", lambda: 2)
+    assert effective_batching(defaults, Settings(instances=4)).intra_op_threads == 1  # never 0 threads
+
+
+def test_a_config_tuned_on_another_machine_is_served_with_a_warning(caplog, tmp_path):
+    from service.engine.instances import this_machine
+    from service.engine.loader import check_tuning
+    from service.model_config import Tuning
+    from service.repository import ModelSource
+
+    def source(machine: str, provider: str = "CPUExecutionProvider") -> ModelSource:
+        tuning = Tuning(
+            machine=machine, provider=provider, onnxruntime="1", measured_at="now", latency_slo_ms=250, points=()
+        )
+        config = type("Config", (), {"tuning": tuning})()
+        return ModelSource("m", config, 1, tmp_path / "model.onnx", ())
+
+    check_tuning(source(this_machine()), "CPUExecutionProvider")
+    assert not caplog.records
+    check_tuning(source("Another CPU, 64 cores"), "CPUExecutionProvider")
+    check_tuning(source(this_machine(), "CUDAExecutionProvider"), "CPUExecutionProvider")
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert "Another CPU, 64 cores" in caplog.records[0].getMessage() and "make tune MODEL=m" in caplog.text

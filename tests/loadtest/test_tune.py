@@ -1,0 +1,99 @@
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from export.to_onnx import main as export
+from export.weights import RandomWeightsWarning
+from loadtest.server import running_service
+from loadtest.tune import instance_counts, main, recommend, table
+from service.engine.instances import this_machine
+from service.model_config import ModelConfig, TuningPoint
+from service.repository import load_source
+
+
+def digits() -> list[bytes]:
+    """Four of scikit-learn's handwritten digits as PNG files."""
+    files = []
+    for image in load_digits().images[:4]:
+        out = io.BytesIO()
+        Image.fromarray((image * 255 / 16).astype(np.uint8)).save(out, format="PNG")
+        files.append(out.getvalue())
+    return files
+
+
+def point(batch: int, instances: int, images_per_s: float, p99_ms: float) -> TuningPoint:
+    return TuningPoint(
+        batch_size=batch,
+        instances=instances,
+        intra_op_threads=1,
+        images_per_s=images_per_s,
+        p50_ms=p99_ms,
+        p99_ms=p99_ms,
+    )
+
+
+def test_where_batching_does_not_pay_batch_1_is_recommended():
+    flat = [point(1, 1, 20.0, 50), point(2, 1, 20.5, 100), point(4, 1, 20.8, 200)]
+    assert recommend(flat, objective_ms=1000) == (flat[0], True)
+
+
+def test_the_largest_paying_batch_within_half_the_objective():
+    rising = [point(1, 1, 100, 10), point(4, 1, 300, 13), point(16, 1, 600, 27), point(32, 1, 610, 52)]
+    assert recommend(rising, objective_ms=200) == (rising[2], True)  # 32 brings under 1/0.95 more than 16
+    assert recommend(rising, objective_ms=40) == (rising[1], True)  # a batch may take 20 ms: 16 does not fit
+
+
+def test_more_sessions_when_they_pay_and_the_fewest_that_do():
+    points = [point(8, 1, 100, 80), point(8, 2, 180, 89), point(8, 4, 182, 176)]
+    assert recommend(points, objective_ms=250) == (points[1], True)
+    # Two sessions make each batch slower: an objective that leaves a batch 85 ms keeps one.
+    assert recommend(points, objective_ms=170) == (points[0], True)
+
+
+def test_when_nothing_fits_the_quickest_batch_and_says_so():
+    points = [point(1, 1, 10, 300), point(1, 2, 15, 450), point(2, 1, 11, 600)]
+    assert recommend(points, objective_ms=100) == (points[0], False)
+    assert "**<- recommended**" in table(points, 100, points[0]).splitlines()[2]
+
+
+def test_instance_counts():
+    assert instance_counts(2, on_gpu=False) == [1, 2]
+    assert instance_counts(6, on_gpu=False) == [1, 2, 4, 6]
+    assert instance_counts(16, on_gpu=True) == [1, 2]
+
+
+@pytest.mark.parametrize("layout", ["one process", "workers"])
+def test_tune_write_on_lenet5_writes_a_config_the_service_uses(tmp_path, capsys, layout):
+    repo = tmp_path / "repo"
+    with pytest.warns(RandomWeightsWarning):
+        export(["--model", "lenet5", "--weights", "random", "--output", str(repo)])
+    before = load_source(repo, "lenet5").config
+    args = ["--model", "lenet5", "--repository", str(repo), "--seconds", "0.05", "--batch-sizes", "1,8"]
+    assert main([*args, "--instances", "1,2", "--objective-ms", "120", "--write"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| yes") + printed.count("| no") == 4 and "recommended" in printed
+
+    config = ModelConfig.model_validate_json((repo / "lenet5" / "config.json").read_text())
+    tuning = config.tuning
+    assert tuning.machine == this_machine() and tuning.latency_slo_ms == 120
+    assert {(p.batch_size, p.instances) for p in tuning.points} == {(1, 1), (8, 1), (1, 2), (8, 2)}
+    chosen, _ = recommend(list(tuning.points), 120)
+    assert config.batching.max_batch_size == chosen.batch_size and config.batching.latency_slo_ms == 120
+    assert config.instances.count == chosen.instances
+    assert config.versions == before.versions and config.card == before.card  # nothing else changed
+
+    # The service runs what was written: an environment override shows it reads the same field.
+    for env, sessions in (({}, chosen.instances), ({"SERVE_INSTANCES": "3"}, 3)):
+        env = {"SERVE_WORKERS": "2" if layout == "workers" else "1", "SERVE_GRPC_PORT": "0", **env}
+        with running_service(repo, ["lenet5"], env=env, timeout=120) as (url, _):
+            info = httpx.get(f"{url}/v1/models/lenet5", timeout=10).json()
+            batching = info["batching"]
+            assert batching["instances"] == batching["batches_in_flight"] == sessions
+            assert batching["max_batch_size"] == chosen.batch_size and batching["latency_slo_ms"] == 120
+            answers = [httpx.post(f"{url}/v1/classify?model=lenet5", content=d, timeout=10) for d in digits()]
+            assert [a.status_code for a in answers] == [200] * len(answers), json.dumps(answers[0].json())
