@@ -4,18 +4,21 @@ the most throughput within the latency objective, and with `--write` records it 
 the machine it was measured on.
 
     python -m loadtest.tune --model resnet50 [--repository model_repository] [--objective-ms 250]
-        [--batch-sizes 1,2,4,...] [--instances 1,2] [--seconds 2] [--write]
+        [--batch-sizes 1,2,4,...] [--instances 1,2] [--seconds 2] [--write] [--verify]
 
 On CPU the instance counts compare one session with every core against several sessions sharing the cores (1, 2,
 4, ... up to the usable cores); on a GPU, one session against two. Each configuration runs its sessions at once,
 each back to back on batches of one size, as the service runs them under load. The rule is the batcher's
 (service/engine/policy.py): a batch may take half the objective (the other half is for queueing), and a larger
-batch or more sessions must bring at least 1/0.95 the throughput to be worth it.
+batch or more sessions must bring at least 1/0.95 the throughput to be worth it. `--verify` then starts the service
+twice, as configured and with the recommendation (as environment overrides), and sends both the bundled photos
+from 16 clients: the engine's gain is the service's only where the engine is what limits it.
 """
 
 import argparse
 import os
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -27,6 +30,8 @@ import onnxruntime as ort
 from loadtest.bench import ensure_exported, preprocess_photos, raw_sizes
 from loadtest.images import photo_jpegs
 from loadtest.measure import percentiles_ms
+from loadtest.objective import phase
+from loadtest.server import running_service
 from service.config import Settings, usable_cores
 from service.engine.instances import this_machine
 from service.engine.loader import build_instances, effective_batching
@@ -37,6 +42,7 @@ from service.repository import CONFIG_FILE, ModelSource, load_source
 
 DEFAULT_OBJECTIVE_MS = 250.0  # export's default (export/repository.py), for a config.json without one
 MIN_RUNS = 3
+VERIFY_CLIENTS = 16
 
 
 def instance_counts(cores: int, on_gpu: bool) -> list[int]:
@@ -115,6 +121,42 @@ def table(points: list[TuningPoint], objective_ms: float, chosen: TuningPoint) -
     return "\n".join(rows)
 
 
+def service_overrides(chosen: TuningPoint, objective_ms: float) -> dict[str, str]:
+    """The recommendation as the SERVE_* variables that apply it to a running service without --write."""
+    return {
+        "SERVE_MAX_BATCH_SIZE": str(chosen.batch_size),
+        "SERVE_INSTANCES": str(chosen.instances),
+        "SERVE_INTRA_OP_THREADS": str(chosen.intra_op_threads if chosen.instances > 1 else 0),
+        "SERVE_LATENCY_SLO_MS": f"{objective_ms:g}",
+    }
+
+
+def verify(repository: Path, model: str, overrides: dict[str, str], seconds: float) -> dict[str, dict]:
+    """The service as configured and with `overrides`, both under the same objective: VERIFY_CLIENTS closed-loop
+    clients of /v1/classify, each refused request waiting its Retry-After (loadtest/objective.py)."""
+    jpegs = list(photo_jpegs(sizes=(320,)).values())
+    same_objective = {"SERVE_LATENCY_SLO_MS": overrides["SERVE_LATENCY_SLO_MS"]}
+    results = {}
+    for name, env in (("as configured", same_objective), ("recommended", overrides)):
+        with tempfile.TemporaryFile("w+") as log, running_service(repository, [model], env=env, log=log) as (url, _):
+            results[name] = phase(f"{url}/v1/classify?model={model}&top_k=1", jpegs, VERIFY_CLIENTS, seconds)
+    return results
+
+
+def verify_table(results: dict[str, dict], objective_ms: float) -> str:
+    rows = [
+        f"| service, {VERIFY_CLIENTS} clients, objective {objective_ms:g} ms | answered/s | p50 ms | p99 ms "
+        "| refused/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        rows.append(
+            f"| {name} | {r['answered_per_s']:.1f} | {r.get('answered_p50_ms', 0):.1f} "
+            f"| {r.get('answered_p99_ms', 0):.1f} | {r['refused_per_s']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
 def tuned_config(source: ModelSource, chosen: TuningPoint, tuning: Tuning):
     """config.json with the recommendation: the batch size as the largest the batcher may form (with an objective
     it picks sizes up to it from measured latencies), the sessions and their threads, and what was measured."""
@@ -149,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", help="comma-separated session counts; default: see above")
     parser.add_argument("--seconds", type=float, default=2.0, help="per configuration")
     parser.add_argument("--write", action="store_true", help="record the recommendation in config.json")
+    parser.add_argument("--verify", action="store_true", help="the service as configured against recommended")
     args = parser.parse_args(argv)
 
     ensure_exported(args.repository, args.model)
@@ -180,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{chosen.images_per_s:.1f} images/s, a batch in {chosen.p99_ms:.1f} ms at p99 "
         f"(objective {objective:g} ms, of which a batch may take {objective * QUEUEING_SHARE:g})"
     )
+    if args.verify:
+        results = verify(args.repository, args.model, service_overrides(chosen, objective), max(10.0, args.seconds))
+        print("\n" + verify_table(results, objective))
     if args.write:
         tuning = Tuning(
             machine=this_machine(),

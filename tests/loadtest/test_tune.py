@@ -10,9 +10,11 @@ from sklearn.datasets import load_digits
 from export.to_onnx import main as export
 from export.weights import RandomWeightsWarning
 from loadtest.server import running_service
-from loadtest.tune import instance_counts, main, recommend, table
+from loadtest.tune import instance_counts, main, recommend, service_overrides, table, verify_table
+from service.config import Settings
 from service.engine.instances import this_machine
-from service.model_config import ModelConfig, TuningPoint
+from service.engine.loader import effective_batching
+from service.model_config import Batching, ModelConfig, TuningPoint
 from service.repository import load_source
 
 
@@ -59,6 +61,32 @@ def test_when_nothing_fits_the_quickest_batch_and_says_so():
     points = [point(1, 1, 10, 300), point(1, 2, 15, 450), point(2, 1, 11, 600)]
     assert recommend(points, objective_ms=100) == (points[0], False)
     assert "**<- recommended**" in table(points, 100, points[0]).splitlines()[2]
+
+
+def test_the_recommendation_as_service_settings_is_what_write_records():
+    chosen = point(8, 2, 100, 40)
+    env = service_overrides(chosen, 120)
+    assert env == {
+        "SERVE_MAX_BATCH_SIZE": "8",
+        "SERVE_INSTANCES": "2",
+        "SERVE_INTRA_OP_THREADS": "1",
+        "SERVE_LATENCY_SLO_MS": "120",
+    }
+    settings = Settings(**{k.removeprefix("SERVE_").lower(): v for k, v in env.items()})
+    assert effective_batching(Batching(), settings).model_dump(include={"max_batch_size", "instances"}) == {
+        "max_batch_size": 8,
+        "instances": 2,
+    }
+
+
+def test_verify_table():
+    results = {
+        "as configured": {"answered_per_s": 20.0, "answered_p50_ms": 200, "answered_p99_ms": 300, "refused_per_s": 9},
+        "recommended": {"answered_per_s": 25.5, "refused_per_s": 0.0},  # nothing answered: no percentiles
+    }
+    rows = verify_table(results, 250).splitlines()
+    assert "objective 250 ms" in rows[0]
+    assert rows[2:] == ["| as configured | 20.0 | 200.0 | 300.0 | 9.0 |", "| recommended | 25.5 | 0.0 | 0.0 | 0.0 |"]
 
 
 def test_instance_counts():
