@@ -15,8 +15,8 @@ WORKDIR /src
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY models models
+COPY modelrepo modelrepo
 COPY export export
-COPY service service
 RUN pip install '.[export,serve]'
 ARG EXPORT_MODELS=""
 # Empty EXPORT_MODELS exports the default set (resnet50, mobilenet_v2, lenet5).
@@ -27,6 +27,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN useradd --create-home --uid 10001 serve
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY modelrepo modelrepo
 COPY service service
 RUN pip install '.[serve]'
 COPY --from=export --chown=serve:serve /model_repository /models

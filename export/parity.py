@@ -5,7 +5,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from service.model_config import Parity
+from modelrepo.schema import Parity
 
 # fp32: max |softmax difference|. fp16 weights round to 11 bits, so the bar is looser.
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}

@@ -15,9 +15,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from modelrepo.schema import Quantization
 from models import ModelCard
 from models.data import EvalTransform, digits_split, digits_tensors
-from service.model_config import Quantization
 
 # Bundled with scikit-image (no download): colour photos, and grayscale ones used as RGB.
 SKIMAGE_PHOTOS = (

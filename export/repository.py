@@ -1,23 +1,15 @@
-"""Write one exported version into the model repository and keep config.json current."""
+"""What export knows of a model's repository entry (labels, preprocessing and batching from its card), and
+writing one exported version of it."""
 
-import hashlib
-import shutil
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
+import modelrepo.write
+from modelrepo.schema import Batching, ModelSpec, Parity, Preprocessing, Quantization, TensorSpec, Version, Weights
 from models import ModelCard
-from service.model_config import (
-    Batching,
-    ModelConfig,
-    Parity,
-    Preprocessing,
-    Quantization,
-    TensorSpec,
-    Version,
-    Weights,
-)
 
 LABELS = Path(__file__).resolve().parents[1] / "models" / "labels"
 
@@ -60,14 +52,6 @@ def default_batching(card: ModelCard) -> Batching:
     )
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_version(
     repository: Path,
     card: ModelCard,
@@ -82,20 +66,18 @@ def write_version(
     uint8: bool = False,
     quantization: Quantization | None = None,
 ) -> Path:
-    """Copy the ONNX file to <repo>/<name>/<version>/model.onnx and merge its entry into config.json."""
-    folder = repository / card.name
-    config_path = folder / "config.json"
-    previous = ModelConfig.model_validate_json(config_path.read_text()) if config_path.exists() else None
-    versions = dict(previous.versions) if previous else {}
-    version = version or (max(versions) + 1 if versions else 1)
-    target = folder / str(version) / "model.onnx"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, target)
-    (folder / "labels.txt").write_text("\n".join(labels_for(card, labels)) + "\n")
+    """The exported file as a new version of the card's model (modelrepo/write.py: written atomically)."""
     channels, height, width = card.input_size
-    versions[version] = Version(
-        file=f"{version}/model.onnx",
-        sha256=sha256_of(target),
+    spec = ModelSpec(
+        name=card.name,
+        card=card.to_dict(),
+        input=TensorSpec(name="input", dtype="uint8" if uint8 else "float32", shape=(-1, channels, height, width)),
+        output=TensorSpec(name="logits", dtype="float32", shape=(-1, card.num_classes), layout="NC"),
+        preprocessing=preprocessing_for(card).model_copy(update={"fused": uint8}),
+        batching=default_batching(card),
+    )
+    entry = functools.partial(
+        Version,
         precision=precision,
         weights=weights,
         parity=parity,
@@ -104,14 +86,4 @@ def write_version(
         exporter=f"torch {torch.__version__}",
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    config = ModelConfig(
-        name=card.name,
-        card=card.to_dict(),
-        input=TensorSpec(name="input", dtype="uint8" if uint8 else "float32", shape=(-1, channels, height, width)),
-        output=TensorSpec(name="logits", dtype="float32", shape=(-1, card.num_classes), layout="NC"),
-        preprocessing=preprocessing_for(card).model_copy(update={"fused": uint8}),
-        batching=previous.batching if previous else default_batching(card),
-        versions=versions,
-    )
-    config_path.write_text(config.model_dump_json(indent=2) + "\n")
-    return target
+    return modelrepo.write.write_version(repository, spec, onnx_path, labels_for(card, labels), entry, version)

@@ -26,6 +26,7 @@ from export.parity import check_parity
 from export.quantize import agreement, calibration_set, quantize
 from export.repository import write_version
 from export.weights import load_weights
+from modelrepo.layout import CONFIG_FILE, MODEL_FILE, model_dir
 from models import get_card, list_models
 
 log = logging.getLogger("export")
@@ -106,7 +107,7 @@ def export_one(name: str, args: argparse.Namespace) -> Path:
     if args.uint8:
         exported, model = Normalize(exported, card.mean, card.std).eval(), Normalize(model, card.mean, card.std).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
+        onnx_path = Path(tmp) / MODEL_FILE
         export_onnx(exported, card.input_size, onnx_path, args.opset, args.uint8)
         x = example_input(3, card.input_size, args.uint8, seed=0)
         graph_precision = (
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = resolve_names(args.model or list(DEFAULT_MODELS))
     if args.if_missing:
-        names = [n for n in names if not (Path(args.output) / n / "config.json").exists()]
+        names = [n for n in names if not (model_dir(Path(args.output), n) / CONFIG_FILE).exists()]
     for name in tqdm(names, desc="export", unit="model", disable=len(names) == 1):
         path = export_one(name, args)
         log.info("%s -> %s", name, path)

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.repository import sha256_of
+from modelrepo.checksum import sha256_file
+from modelrepo.schema import Weights
 from models import ModelCard, get_card, get_model
 from models.densenet import remap_checkpoint as remap_densenet
-from service.model_config import Weights
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _imagenet(name: str, card: ModelCard) -> Loaded:
 
 def _hub_sha256(card: ModelCard) -> str | None:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(card.weights_url).name
-    return sha256_of(cached) if cached.exists() else None
+    return sha256_file(cached) if cached.exists() else None
 
 
 def _checkpoint(name: str, path: Path) -> Loaded:
@@ -114,5 +114,5 @@ def _checkpoint(name: str, path: Path) -> Loaded:
     model = get_model(name, num_classes=num_classes)
     model.load_state_dict(state, strict=True)
     accuracy = {k: float(v) for k, v in ckpt.get("metrics", {}).items() if isinstance(v, int | float)}
-    weights = Weights(source="checkpoint", uri=str(path), sha256=sha256_of(path), accuracy=accuracy)
+    weights = Weights(source="checkpoint", uri=str(path), sha256=sha256_file(path), accuracy=accuracy)
     return Loaded(model.eval(), get_card(name, num_classes=num_classes), weights, ckpt.get("labels"))

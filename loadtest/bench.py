@@ -32,12 +32,13 @@ from loadtest.gpu import GpuMonitor, gpu_info
 from loadtest.images import photo_jpegs
 from loadtest.measure import decode_rates, device_points, http_point, raw_point
 from loadtest.server import ROOT, running_service, tree_cpu_seconds
+from modelrepo.layout import CONFIG_FILE, model_dir
+from modelrepo.read import ModelSource, load_source
 from service.config import Settings, usable_cores
 from service.engine.instances import cpu_model
 from service.engine.loader import build_engine, effective_batching, session_providers
 from service.engine.session import CPU, cuda_graphs_in_use, open_session
 from service.frontend.preprocess import Preprocessor
-from service.repository import ModelSource, load_source
 
 CONCURRENCY = (1, 4, 16, 64)
 REFERENCE_CONCURRENCY = 16  # where the top-level ratio_service_over_raw is taken
@@ -45,7 +46,7 @@ WITHIN_BEST = 0.95  # the recommended max batch size is the smallest whose raw t
 
 
 def ensure_exported(repository: Path, model: str) -> None:
-    if (repository / model / "config.json").is_file():
+    if (model_dir(repository, model) / CONFIG_FILE).is_file():
         return
     print(f"{model} is not in {repository}: exporting it with random weights", file=sys.stderr)
     cmd = [sys.executable, "export/to_onnx.py", "--model", model, "--weights", "random", "--output", str(repository)]

@@ -24,11 +24,11 @@ import onnxruntime as ort
 
 from loadtest.gpu import gpu_info
 from loadtest.images import photo_jpegs
+from modelrepo.read import ModelSource, load_source
 from service.config import Settings
 from service.engine.loader import build_engine, effective_batching, warmup_batch_sizes
 from service.engine.session import CPU, Engine
 from service.frontend.preprocess import Preprocessor, configure_pillow
-from service.repository import ModelSource, load_source
 
 FP32_MAX_RELATIVE_ERROR = 1e-3
 MAX_BATCH = 16

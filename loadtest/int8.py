@@ -17,13 +17,14 @@ import tempfile
 from pathlib import Path
 
 from export.quantize import agreement, calibration_set, quantize
-from export.repository import sha256_of
 from loadtest.bench import bench_raw, ensure_exported, preprocess_photos
 from loadtest.images import photo_jpegs
 from loadtest.measure import http_point
 from loadtest.server import ROOT, running_service, tree_cpu_seconds
+from modelrepo.checksum import sha256_file
+from modelrepo.read import load_source
+from modelrepo.write import write_config
 from models import get_card
-from service.repository import CONFIG_FILE, load_source
 
 SIZES = [1, 2, 4, 8, 16]
 CLIENTS = 16
@@ -39,10 +40,10 @@ def int8_copy(repository: Path, model: str, folder: Path) -> dict:
     record = agreement(source.onnx_path, target, name, len(calibration), held, labels)
     config = source.config
     version = config.versions[source.version].model_copy(
-        update={"sha256": sha256_of(target), "precision": "int8", "parity": None, "quantization": record}
+        update={"sha256": sha256_file(target), "precision": "int8", "parity": None, "quantization": record}
     )
     updated = config.model_copy(update={"versions": {**config.versions, source.version: version}})
-    (folder / model / CONFIG_FILE).write_text(updated.model_dump_json(indent=2))
+    write_config(folder, updated)
     return record.model_dump()
 
 

@@ -58,7 +58,7 @@ receive)
 prepare)
 	mkdir -p "$SITE" /tmp/repos
 	python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" /tmp/gpu/*.whl
-	export PYTHONPATH=$SITE:$PWD # pydantic (service/model_config.py) comes with the carried wheels
+	export PYTHONPATH=$SITE:$PWD # pydantic (modelrepo/schema.py) comes with the carried wheels
 	models=(--model resnet50 --model mobilenet_v2 --model vit_b_16 --model convnext_tiny)
 	# Three exports at once, a third of the cores each, random weights (no hub there).
 	setsid nohup bash -c "

@@ -192,9 +192,9 @@ def _decode_loop(preprocess, jpegs: list[bytes], seconds: float) -> tuple[int, f
 
 def _decode_process(args) -> tuple[int, float]:
     repository, model, jpegs, seconds = args
+    from modelrepo.read import load_source
     from service.config import Settings
     from service.frontend.preprocess import Preprocessor, configure_pillow
-    from service.repository import load_source
 
     configure_pillow()
     config = load_source(repository, model).config
@@ -209,9 +209,9 @@ def decode_rates(repository, model: str, jpegs: list[bytes], cores: int, seconds
     from concurrent.futures import ThreadPoolExecutor
     from multiprocessing import get_context
 
+    from modelrepo.read import load_source
     from service.config import Settings
     from service.frontend.preprocess import Preprocessor
-    from service.repository import load_source
 
     def rate(results) -> float:
         return sum(count / elapsed for count, elapsed in results)

@@ -24,7 +24,7 @@ import numpy as np
 from loadtest.bench import bench_raw, ensure_exported, preprocess_photos
 from loadtest.images import photo_jpegs
 from loadtest.server import ROOT, running_service
-from service.repository import load_source
+from modelrepo.read import load_source
 
 WARMUP_S = 2.0  # the first seconds of a phase are not recorded
 RECOVERY_S = 4.0

@@ -30,11 +30,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from loadtest.images import photo_jpegs
 from loadtest.measure import Window, percentiles_ms, process_cpu_s
 from loadtest.server import ROOT, free_port, running_service, tree_cpu_seconds
+from modelrepo.read import load_source
 from service.config import Settings
 from service.frontend.preprocess import Preprocessor
 from service.frontend.tensors import DATATYPES, serialize_bytes
 from service.frontend.v2_body import HEADER_LENGTH
-from service.repository import load_source
 
 Send = Callable[[int], Awaitable[str]]  # request number -> "200" or the error's status
 Connect = Callable[[], Awaitable[tuple[Send, Callable[[], Awaitable[None]]]]]  # -> (send, close)

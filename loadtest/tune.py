@@ -32,13 +32,15 @@ from loadtest.images import photo_jpegs
 from loadtest.measure import percentiles_ms
 from loadtest.objective import phase
 from loadtest.server import running_service
+from modelrepo.layout import model_dir
+from modelrepo.read import ModelSource, load_source, read_config
+from modelrepo.schema import Instances, ModelConfig, Tuning, TuningPoint
+from modelrepo.write import write_config
 from service.config import Settings, usable_cores
 from service.engine.instances import this_machine
 from service.engine.loader import build_instances, effective_batching
 from service.engine.policy import PAYS, QUEUEING_SHARE
 from service.engine.session import CPU
-from service.model_config import Instances, Tuning, TuningPoint
-from service.repository import CONFIG_FILE, ModelSource, load_source
 
 DEFAULT_OBJECTIVE_MS = 250.0  # export's default (export/repository.py), for a config.json without one
 MIN_RUNS = 3
@@ -58,16 +60,21 @@ def measure(source: ModelSource, batch: np.ndarray, count: int, seconds: float, 
     try:
         group.warmup([len(batch)])
         latencies: list[float] = []
+        failures: list[BaseException] = []
         lock = threading.Lock()
         start = threading.Barrier(count)
 
         def loop(engine) -> None:
             start.wait()
             mine, begin = [], time.perf_counter()
-            while len(mine) < MIN_RUNS or time.perf_counter() - begin < seconds:
-                t = time.perf_counter()
-                engine.run(batch)
-                mine.append(time.perf_counter() - t)
+            try:
+                while len(mine) < MIN_RUNS or time.perf_counter() - begin < seconds:
+                    t = time.perf_counter()
+                    engine.run(batch)
+                    mine.append(time.perf_counter() - t)
+            except Exception as e:  # out of memory at a large batch, say: the whole point fails, not silently
+                with lock:
+                    failures.append(e)
             with lock:
                 latencies.extend(mine)
 
@@ -80,6 +87,8 @@ def measure(source: ModelSource, batch: np.ndarray, count: int, seconds: float, 
         elapsed = time.perf_counter() - began
     finally:
         group.close()
+    if failures:
+        raise RuntimeError(f"batch {len(batch)} x {count} sessions failed: {failures[0]}") from failures[0]
     p = percentiles_ms(latencies)
     return TuningPoint(
         batch_size=len(batch),
@@ -126,7 +135,7 @@ def service_overrides(chosen: TuningPoint, objective_ms: float) -> dict[str, str
     return {
         "SERVE_MAX_BATCH_SIZE": str(chosen.batch_size),
         "SERVE_INSTANCES": str(chosen.instances),
-        "SERVE_INTRA_OP_THREADS": str(chosen.intra_op_threads if chosen.instances > 1 else 0),
+        "SERVE_INTRA_OP_THREADS": "0",  # the cores shared between the sessions, as measured
         "SERVE_LATENCY_SLO_MS": f"{objective_ms:g}",
     }
 
@@ -157,10 +166,9 @@ def verify_table(results: dict[str, dict], objective_ms: float) -> str:
     return "\n".join(rows)
 
 
-def tuned_config(source: ModelSource, chosen: TuningPoint, tuning: Tuning):
+def tuned_config(config: ModelConfig, chosen: TuningPoint, tuning: Tuning) -> ModelConfig:
     """config.json with the recommendation: the batch size as the largest the batcher may form (with an objective
-    it picks sizes up to it from measured latencies), the sessions and their threads, and what was measured."""
-    config = source.config
+    it picks sizes up to it from measured latencies), the sessions, and what was measured."""
     batching = config.batching.model_copy(
         update={
             "max_batch_size": chosen.batch_size,
@@ -168,18 +176,8 @@ def tuned_config(source: ModelSource, chosen: TuningPoint, tuning: Tuning):
             "latency_slo_ms": tuning.latency_slo_ms,
         }
     )
-    threads = chosen.intra_op_threads if chosen.instances > 1 else 0
-    instances = Instances(count=chosen.instances, intra_op_threads=threads)
+    instances = Instances(count=chosen.instances)  # threads 0: the usable cores shared, wherever it runs
     return config.model_copy(update={"batching": batching, "instances": instances, "tuning": tuning})
-
-
-def write_config(source: ModelSource, config) -> Path:
-    """Replaced in one step (a temporary file renamed over it), so a service reading it never sees half."""
-    path = source.onnx_path.parents[1] / CONFIG_FILE
-    partial = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.tmp")
-    partial.write_text(config.model_dump_json(indent=2) + "\n")
-    os.replace(partial, path)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_exported(args.repository, args.model)
     source = load_source(args.repository, args.model)
-    # The sessions' threads follow the count (the usable cores shared); the environment's batching is not tuned.
-    settings = Settings(model_repository=args.repository, intra_op_threads=0, instances=None, batches_in_flight=None)
+    # What is measured is config.json's model with the sessions' threads following the count; SERVE_* batching
+    # variables would override what --write records, in the service as here, so they are left out and named.
+    untuned = {"max_batch_size", "preferred_batch_sizes", "max_queue_delay_ms", "max_queue_size", "batches_in_flight"}
+    settings = Settings(model_repository=args.repository, intra_op_threads=0, instances=None, **dict.fromkeys(untuned))
+    overriding = [
+        f"SERVE_{k.upper()}" for k in (*untuned, "instances", "intra_op_threads") if f"SERVE_{k.upper()}" in os.environ
+    ]
+    if overriding:
+        print(f"warning: {', '.join(overriding)} set: the service will use them over config.json", file=sys.stderr)
     objective = args.objective_ms or source.config.batching.latency_slo_ms or DEFAULT_OBJECTIVE_MS
     sizes = parse_ints(args.batch_sizes) or raw_sizes(source.config.batching.max_batch_size)
     provider = build_instances(source, settings, effective_batching(source.config.batching, settings))
@@ -227,7 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         results = verify(args.repository, args.model, service_overrides(chosen, objective), max(10.0, args.seconds))
         print("\n" + verify_table(results, objective))
     if args.write:
+        if not met:
+            print("not written: no configuration meets the objective here (--objective-ms to choose another)")
+            return 1
+        config = read_config(model_dir(args.repository, args.model))  # as it is now: a version may have been added
+        if config.batching.latency_slo_ms is None:
+            print(f"the model now batches from its objective, {objective:g} ms (service/engine/policy.py)")
         tuning = Tuning(
+            version=source.version,
+            sha256=config.versions[source.version].sha256,
             machine=this_machine(),
             provider=running_on,
             onnxruntime=ort.__version__,
@@ -235,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_slo_ms=objective,
             points=tuple(points),
         )
-        path = write_config(source, tuned_config(source, chosen, tuning))
+        path = write_config(args.repository, tuned_config(config, chosen, tuning))
         print(f"written to {path}")
     return 0
 

@@ -6,7 +6,7 @@ from enum import StrEnum
 import numpy as np
 from pydantic import BaseModel, Field
 
-from service.model_config import Preprocessing, TensorSpec, Weights
+from modelrepo.schema import Preprocessing, TensorSpec, Weights
 
 
 class Base64Images(BaseModel):

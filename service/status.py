@@ -7,8 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from modelrepo.read import ModelSource
 from service.errors import ModelNotFound, ModelNotReady, shorten
-from service.repository import ModelSource
 from service.schemas import BatchingInfo, ModelState
 
 MAX_NAME_SHOWN = 64

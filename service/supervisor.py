@@ -22,11 +22,12 @@ from pathlib import Path
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from modelrepo.layout import model_dir
+from modelrepo.read import RepositoryError, configured_models, read_config
 from service.config import Settings
 from service.engine.server import run_engine
 from service.frontend.worker import run_frontend
 from service.metrics import MULTIPROCESS_DIR
-from service.repository import RepositoryError, configured_models, read_config
 from service.transport import SlotPool, slot_bytes
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def _configs(settings: Settings) -> list:
     configs = []
     for name in names:
         try:
-            configs.append(read_config(settings.model_repository / name))
+            configs.append(read_config(model_dir(settings.model_repository, name)))
         except RepositoryError:
             continue
     return configs

@@ -28,7 +28,7 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from service.model_config import ModelConfig, TensorSpec
+from modelrepo.schema import ModelConfig, TensorSpec
 
 log = logging.getLogger(__name__)
 

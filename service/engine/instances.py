@@ -33,19 +33,21 @@ def this_machine() -> str:
 
 
 class InstanceGroup:
-    """`Engine`'s interface over one or more sessions of the same file. The batcher runs at most as many
-    batches at once as there are sessions on CPU (batches_in_flight); a thread finding none free waits."""
+    """`Engine`'s interface over one or more sessions of the same file, each running up to `runs_each` batches at
+    once: one on CPU (a second would compete for its threads), two on a GPU (the host stages one while the device
+    runs the other). The batcher runs `batches_in_flight` <= sessions x runs_each at once, so none waits here."""
 
-    def __init__(self, engines: Sequence[Engine]):
-        if not engines:
-            raise ValueError("an instance group needs at least one session")
+    def __init__(self, engines: Sequence[Engine], runs_each: int = 1):
+        if not engines or runs_each < 1:
+            raise ValueError("an instance group needs at least one session, running at least one batch")
         self.engines = list(engines)
         self._free: queue.SimpleQueue[Engine] = queue.SimpleQueue()
-        for engine in self.engines:
-            self._free.put(engine)
+        for _ in range(runs_each):
+            for engine in self.engines:
+                self._free.put(engine)
 
     @classmethod
-    def build(cls, count: int, make: Callable[[], Engine]) -> "InstanceGroup":
+    def build(cls, count: int, make: Callable[[], Engine], runs_each: int = 1) -> "InstanceGroup":
         """`count` sessions from `make`, all or none."""
         engines = []
         try:
@@ -55,7 +57,7 @@ class InstanceGroup:
             for engine in engines:
                 engine.close()
             raise
-        return cls(engines)
+        return cls(engines, runs_each)
 
     def run(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         engine = self._free.get()

@@ -4,12 +4,15 @@ what a GPU changes) lives here too."""
 
 import asyncio
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import onnxruntime as ort
 
+from modelrepo.read import ModelSource, load_source
+from modelrepo.schema import Batching, Instances, ModelConfig
 from service.config import Settings, usable_cores
 from service.engine.batcher import BatchObserver, DynamicBatcher
 from service.engine.instances import InstanceGroup, this_machine
@@ -22,8 +25,6 @@ from service.engine.providers import (
     resolve_providers,
 )
 from service.engine.session import Engine
-from service.model_config import Batching, Instances, ModelConfig
-from service.repository import ModelSource, load_source
 from service.schemas import BatchingInfo
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ def effective_batching(
     batch runs at a time per session on CPU (another would only compete for its cores) and two on a GPU, so the
     host forms and copies the next batch while the device runs one. Several sessions share the usable cores."""
     count = settings.instances or instances.count
-    threads = settings.intra_op_threads or instances.intra_op_threads
+    # config.json's threads go with its count: SERVE_INSTANCES alone shares the cores anew.
+    threads = settings.intra_op_threads or (0 if settings.instances else instances.intra_op_threads)
     if not threads and count > 1:
         threads = max(1, usable_cores() // count)
     max_batch = settings.max_batch_size or defaults.max_batch_size
@@ -108,23 +110,24 @@ def build_engine(source: ModelSource, settings: Settings, batching: BatchingInfo
 
 
 def build_instances(source: ModelSource, settings: Settings, batching: BatchingInfo) -> InstanceGroup:
-    """`batching.instances` sessions of one model (service/engine/instances.py)."""
-    return InstanceGroup.build(batching.instances, lambda: build_engine(source, settings, batching))
+    """`batching.instances` sessions of one model (service/engine/instances.py), each taking its share of the
+    batches in flight."""
+    runs_each = math.ceil(batching.batches_in_flight / batching.instances)
+    return InstanceGroup.build(batching.instances, lambda: build_engine(source, settings, batching), runs_each)
 
 
 def check_tuning(source: ModelSource, provider: str) -> None:
     """Warn when config.json's batching was tuned (`make tune --write`) on another machine or provider."""
     tuning = source.config.tuning
-    if tuning is not None and (tuning.machine, tuning.provider) != (this_machine(), provider):
-        log.warning(
-            "model %r was tuned on %s (%s), runs on %s (%s): run `make tune MODEL=%s` here",
-            source.name,
-            tuning.machine,
-            tuning.provider,
-            this_machine(),
-            provider,
-            source.name,
-        )
+    if tuning is None:
+        return
+    if (tuning.machine, tuning.provider) != (this_machine(), provider):
+        where = f"on {tuning.machine} ({tuning.provider}), runs on {this_machine()} ({provider})"
+    elif tuning.sha256 != source.config.versions[source.version].sha256:
+        where = f"with version {tuning.version}, serves version {source.version}"
+    else:
+        return
+    log.warning("model %r was tuned %s: run `make tune MODEL=%s` again", source.name, where, source.name)
 
 
 def _build_and_warm(

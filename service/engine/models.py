@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelrepo.read import RepositoryError, configured_models
 from service.config import Settings
 from service.engine.batcher import DynamicBatcher
 from service.engine.loader import LoadedModel
 from service.errors import DeadlineExceeded
 from service.metrics import Metrics
-from service.repository import RepositoryError, configured_models
 from service.schemas import ModelState
 from service.status import InferenceResult, ModelStatus, require
 

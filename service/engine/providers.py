@@ -9,8 +9,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from modelrepo.schema import TensorSpec
 from service.config import Settings
-from service.model_config import TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from modelrepo.schema import TensorSpec
 from service.engine.io_binding import BoundRunner, pinned_memory
 from service.engine.providers import CPU, GRAPH_OPTIONS, ProviderSpec
 from service.errors import InferenceFailed, shorten
-from service.model_config import TensorSpec
 
 log = logging.getLogger(__name__)
 

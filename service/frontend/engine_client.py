@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelrepo.read import RepositoryError, configured_models
 from service.config import Settings
 from service.errors import DeadlineExceeded, ModelNotReady, QueueFull, from_wire
 from service.metrics import Metrics
-from service.repository import RepositoryError, configured_models
 from service.schemas import ModelState
 from service.status import InferenceResult, ModelStatus, require
 from service.transport import Link, PoolSpec, SlotPool, connect, tensor_bytes

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from modelrepo.schema import ModelConfig, Preprocessing, TensorSpec
 from service.config import Settings
 from service.errors import AspectRatioTooLarge, ImageTooLarge, InvalidImage, UnsupportedMediaType, shorten
-from service.model_config import ModelConfig, Preprocessing, TensorSpec
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 _RESAMPLE = {

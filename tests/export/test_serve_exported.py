@@ -10,11 +10,11 @@ from PIL import Image
 from skimage import data
 
 from export.to_onnx import main as export_main
+from modelrepo.schema import ModelConfig
 from models import get_model
 from service.app import create_app
 from service.config import Settings
 from service.frontend.preprocess import ImageLimits, Preprocessor
-from service.model_config import ModelConfig
 from tests.models.deterministic import fill_state_dict
 from tests.service.conftest import wait_ready
 

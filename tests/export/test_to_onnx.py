@@ -7,14 +7,14 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from export.repository import sha256_of
 from export.to_onnx import main, resolve_names
 from export.weights import RandomWeightsWarning
+from modelrepo.checksum import sha256_file
+from modelrepo.schema import ModelConfig
 from models import get_model
 from service.app import create_app
 from service.config import Settings
 from service.frontend.preprocess import ImageLimits, Preprocessor
-from service.model_config import ModelConfig
 from tests.service.conftest import image_bytes, wait_ready
 
 
@@ -31,7 +31,7 @@ def test_layout_and_config(repo):
     onnx_file = repo / "lenet5" / "1" / "model.onnx"
     assert config.latest_version == 1
     version = config.versions[1]
-    assert version.sha256 == sha256_of(onnx_file)
+    assert version.sha256 == sha256_file(onnx_file)
     assert version.weights.source == "random"
     assert version.parity.passed and version.parity.max_abs_diff_softmax < 1e-4
     assert config.input.shape == (-1, 1, 32, 32) and config.preprocessing.color_mode == "L"
@@ -130,7 +130,7 @@ def test_int8_export_is_quantized_calibrated_on_digits_and_served(repo):
     graph = onnx.load(str(repo / "lenet5" / "3" / "model.onnx"))
     ops = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert version.sha256 == sha256_of(repo / "lenet5" / "3" / "model.onnx")
+    assert version.sha256 == sha256_file(repo / "lenet5" / "3" / "model.onnx")
 
     settings = Settings(model_repository=repo, providers=["cpu"], intra_op_threads=1)
     with TestClient(create_app(settings)) as client:

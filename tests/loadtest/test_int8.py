@@ -1,10 +1,10 @@
 import pytest
 
-from export.repository import sha256_of
 from export.to_onnx import main
 from export.weights import RandomWeightsWarning
 from loadtest.int8 import int8_copy, table
-from service.repository import load_source
+from modelrepo.checksum import sha256_file
+from modelrepo.read import load_source
 
 
 def test_int8_copy_quantizes_the_served_version(tmp_path):
@@ -15,7 +15,7 @@ def test_int8_copy_quantizes_the_served_version(tmp_path):
     source = load_source(copy, "lenet5")  # checks the sha256 it records
     version = source.config.versions[source.version]
     assert version.precision == "int8" and version.quantization.model_dump() == record
-    assert version.sha256 == sha256_of(source.onnx_path) != sha256_of(load_source(repo, "lenet5").onnx_path)
+    assert version.sha256 == sha256_file(source.onnx_path) != sha256_file(load_source(repo, "lenet5").onnx_path)
     assert set(record["accuracy"]) == {"test_fp32", "test_int8"}
 
 

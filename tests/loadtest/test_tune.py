@@ -11,11 +11,11 @@ from export.to_onnx import main as export
 from export.weights import RandomWeightsWarning
 from loadtest.server import running_service
 from loadtest.tune import instance_counts, main, recommend, service_overrides, table, verify_table
+from modelrepo.read import load_source
+from modelrepo.schema import Batching, ModelConfig, TuningPoint
 from service.config import Settings
 from service.engine.instances import this_machine
 from service.engine.loader import effective_batching
-from service.model_config import Batching, ModelConfig, TuningPoint
-from service.repository import load_source
 
 
 def digits() -> list[bytes]:
@@ -69,7 +69,7 @@ def test_the_recommendation_as_service_settings_is_what_write_records():
     assert env == {
         "SERVE_MAX_BATCH_SIZE": "8",
         "SERVE_INSTANCES": "2",
-        "SERVE_INTRA_OP_THREADS": "1",
+        "SERVE_INTRA_OP_THREADS": "0",
         "SERVE_LATENCY_SLO_MS": "120",
     }
     settings = Settings(**{k.removeprefix("SERVE_").lower(): v for k, v in env.items()})
@@ -87,6 +87,28 @@ def test_verify_table():
     rows = verify_table(results, 250).splitlines()
     assert "objective 250 ms" in rows[0]
     assert rows[2:] == ["| as configured | 20.0 | 200.0 | 300.0 | 9.0 |", "| recommended | 25.5 | 0.0 | 0.0 | 0.0 |"]
+
+
+def test_nothing_is_written_when_no_configuration_meets_the_objective(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    with pytest.warns(RandomWeightsWarning):
+        export(["--model", "lenet5", "--weights", "random", "--output", str(repo)])
+    before = (repo / "lenet5" / "config.json").read_bytes()
+    args = [
+        "--model",
+        "lenet5",
+        "--repository",
+        str(repo),
+        "--seconds",
+        "0.01",
+        "--batch-sizes",
+        "1",
+        "--instances",
+        "1",
+    ]
+    assert main([*args, "--objective-ms", "0.0001", "--write"]) == 1
+    assert "not written" in capsys.readouterr().out
+    assert (repo / "lenet5" / "config.json").read_bytes() == before
 
 
 def test_instance_counts():
@@ -112,7 +134,8 @@ def test_tune_write_on_lenet5_writes_a_config_the_service_uses(tmp_path, capsys,
     assert {(p.batch_size, p.instances) for p in tuning.points} == {(1, 1), (8, 1), (1, 2), (8, 2)}
     chosen, _ = recommend(list(tuning.points), 120)
     assert config.batching.max_batch_size == chosen.batch_size and config.batching.latency_slo_ms == 120
-    assert config.instances.count == chosen.instances
+    assert config.instances.count == chosen.instances and config.instances.intra_op_threads == 0
+    assert (tuning.version, tuning.sha256) == (1, before.versions[1].sha256)
     assert config.versions == before.versions and config.card == before.card  # nothing else changed
 
     # The service runs what was written: an environment override shows it reads the same field.

@@ -5,8 +5,9 @@ So a solid-color image's logits are computable by hand.
 """
 
 import contextlib
-import hashlib
+import functools
 import io
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from loadtest.server import running_service
+from modelrepo.schema import Batching, ModelSpec, Preprocessing, TensorSpec, Version, Weights
+from modelrepo.write import write_version
 from service.app import create_app
 from service.config import Settings
-from service.model_config import Batching, ModelConfig, Preprocessing, TensorSpec, Version, Weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,27 +93,10 @@ def write_model(
     batching: Batching | None = None,
     uint8: bool = False,
 ) -> Path:
-    """Write `root/name/` as export would: config.json, labels.txt, <version>/model.onnx. `uint8`: as
-    `export --uint8` writes it, the graph taking pixels and normalizing them itself."""
-    model_dir = root / name
+    """Write `root/name/` as export does (modelrepo/write.py): config.json, labels.txt, <version>/model.onnx.
+    `uint8`: as `export --uint8` writes it, the graph taking pixels and normalizing them itself."""
     channels = weight.shape[0]
-    entries = {}
-    for v in versions:
-        data = onnx_bytes(
-            weight * v, bias, uint8=(mean, std) if uint8 else None
-        )  # versions differ, so "latest" is observable
-        (model_dir / str(v)).mkdir(parents=True, exist_ok=True)
-        (model_dir / str(v) / "model.onnx").write_bytes(data)
-        entries[v] = Version(
-            file=f"{v}/model.onnx",
-            sha256=hashlib.sha256(data).hexdigest(),
-            precision="fp32",
-            weights=Weights(source="random"),
-            opset=17,
-            exporter="onnx.helper",
-            exported_at="2025-01-01T00:00:00Z",
-        )
-    config = ModelConfig(
+    spec = ModelSpec(
         name=name,
         card={"family": "tiny", "year": 2025, "paper": "test fixture"},
         input=TensorSpec(name="input", dtype="uint8" if uint8 else "float32", shape=(-1, channels, crop, crop)),
@@ -126,11 +111,21 @@ def write_model(
             fused=uint8,
         ),
         batching=batching or Batching(max_batch_size=8, max_queue_delay_ms=5, max_queue_size=64),
-        versions=entries,
     )
-    (model_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    (model_dir / "labels.txt").write_text("\n".join(labels) + "\n")
-    return model_dir
+    entry = functools.partial(
+        Version,
+        precision="fp32",
+        weights=Weights(source="random"),
+        opset=17,
+        exporter="onnx.helper",
+        exported_at="2025-01-01T00:00:00Z",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in versions:
+            onnx_file = Path(tmp) / f"{v}.onnx"  # versions differ, so "latest" is observable
+            onnx_file.write_bytes(onnx_bytes(weight * v, bias, uint8=(mean, std) if uint8 else None))
+            written = write_version(root, spec, onnx_file, labels, entry, version=v)
+    return written.parents[1]
 
 
 def write_rgb(root: Path, name: str = "tiny_rgb", **kwargs) -> Path:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest import hostile
 from loadtest.server import running_service
-from service.model_config import Batching
+from modelrepo.schema import Batching
 from tests.service.conftest import image_bytes, write_gray, write_rgb
 
 LAYOUTS = {"one process": {"SERVE_WORKERS": "1"}, "workers": {"SERVE_WORKERS": "2"}}

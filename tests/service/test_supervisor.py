@@ -25,7 +25,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from loadtest.server import ROOT, free_port
-from service.model_config import Batching
+from modelrepo.schema import Batching
 from tests.service.conftest import image_bytes, write_gray, write_rgb
 
 ENV = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import uvloop
 
-from service.model_config import TensorSpec
+from modelrepo.schema import TensorSpec
 from service.transport import SLOT_ALIGN, Link, SlotPool, connect, listen, slot_bytes, tensor_bytes
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import service.engine.batcher
+from modelrepo.schema import TensorSpec
 from service.engine.batcher import LATENCY_MEMORY_S, LATENCY_SMOOTHING, BatchLatency, DynamicBatcher
 from service.engine.session import Engine, ProviderSpec
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull
-from service.model_config import TensorSpec
 
 
 class FakeEngine:

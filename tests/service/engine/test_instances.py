@@ -54,6 +54,21 @@ def test_batches_at_once_run_on_different_sessions():
     assert a.runs + b.runs == 6
 
 
+def test_on_a_gpu_each_session_runs_two_batches_at_once():
+    gate = threading.Event()
+    a = FakeEngine("a", gate)
+    group = InstanceGroup([a], runs_each=2)
+    started = threading.Semaphore(0)
+    a.run = lambda images, run=a.run: (started.release(), run(images))[1]
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(group.run, [np.zeros(1)]) for _ in range(2)]
+        assert started.acquire(timeout=5) and started.acquire(timeout=5)  # the second did not wait for the first
+        gate.set()
+        assert [r.result().shape for r in runs] == [(1, 2), (1, 2)]
+    with pytest.raises(ValueError):
+        InstanceGroup([a], runs_each=0)
+
+
 def test_a_session_that_fails_is_given_back():
     class Failing(FakeEngine):
         def run(self, images):

@@ -1,6 +1,6 @@
+from modelrepo.schema import Batching, Instances
 from service.config import Settings
 from service.engine.loader import effective_batching, warmup_batch_sizes
-from service.model_config import Batching, Instances
 
 
 def test_settings_override_config_batching():
@@ -54,27 +54,43 @@ def test_instances_come_from_config_json_unless_set_and_share_the_cores(monkeypa
     pinned = effective_batching(defaults, Settings(), instances=Instances(count=2, intra_op_threads=3))
     assert (pinned.instances, pinned.intra_op_threads) == (2, 3)
     overridden = effective_batching(defaults, Settings(instances=4, intra_op_threads=1), instances=Instances(count=2))
+    # SERVE_INSTANCES alone shares the cores anew: config.json's threads went with its own count.
+    alone = effective_batching(defaults, Settings(instances=4), instances=Instances(count=2, intra_op_threads=3))
+    assert (alone.instances, alone.intra_op_threads) == (4, 2)
     assert (overridden.instances, overridden.intra_op_threads, overridden.batches_in_flight) == (4, 1, 4)
     monkeypatch.setattr(loader, "usable_cores", lambda: 2)
     assert effective_batching(defaults, Settings(instances=4)).intra_op_threads == 1  # never 0 threads
 
 
 def test_a_config_tuned_on_another_machine_is_served_with_a_warning(caplog, tmp_path):
+    from modelrepo.read import ModelSource
+    from modelrepo.schema import Tuning
     from service.engine.instances import this_machine
     from service.engine.loader import check_tuning
-    from service.model_config import Tuning
-    from service.repository import ModelSource
 
-    def source(machine: str, provider: str = "CPUExecutionProvider") -> ModelSource:
+    def source(machine: str, provider: str, sha256: str) -> ModelSource:
         tuning = Tuning(
-            machine=machine, provider=provider, onnxruntime="1", measured_at="now", latency_slo_ms=250, points=()
+            version=1,
+            sha256=sha256,
+            machine=machine,
+            provider=provider,
+            onnxruntime="1",
+            measured_at="now",
+            latency_slo_ms=250,
+            points=(),
         )
-        config = type("Config", (), {"tuning": tuning})()
+        version = type("Version", (), {"sha256": "aaa"})()
+        config = type("Config", (), {"tuning": tuning, "versions": {1: version}})()
         return ModelSource("m", config, 1, tmp_path / "model.onnx", ())
 
-    check_tuning(source(this_machine()), "CPUExecutionProvider")
+    def source_of(machine: str, provider: str = "CPUExecutionProvider", sha256: str = "aaa") -> ModelSource:
+        return source(machine, provider, sha256)
+
+    check_tuning(source_of(this_machine()), "CPUExecutionProvider")
     assert not caplog.records
-    check_tuning(source("Another CPU, 64 cores"), "CPUExecutionProvider")
-    check_tuning(source(this_machine(), "CUDAExecutionProvider"), "CPUExecutionProvider")
-    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    check_tuning(source_of("Another CPU, 64 cores"), "CPUExecutionProvider")
+    check_tuning(source_of(this_machine(), "CUDAExecutionProvider"), "CPUExecutionProvider")
+    check_tuning(source_of(this_machine(), sha256="bbb"), "CPUExecutionProvider")  # another file since
+    assert [r.levelname for r in caplog.records] == ["WARNING"] * 3
     assert "Another CPU, 64 cores" in caplog.records[0].getMessage() and "make tune MODEL=m" in caplog.text
+    assert "with version 1, serves version 1" in caplog.records[2].getMessage()

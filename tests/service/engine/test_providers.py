@@ -3,6 +3,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
+from modelrepo.schema import TensorSpec
 from service.config import Settings
 from service.engine import providers as providers_module
 from service.engine.providers import (
@@ -13,7 +14,6 @@ from service.engine.providers import (
     provider_specs,
     resolve_providers,
 )
-from service.model_config import TensorSpec
 
 TRT, CUDA = "TensorrtExecutionProvider", "CUDAExecutionProvider"
 INPUT = TensorSpec(name="input", dtype="float32", shape=(-1, 3, 16, 16))

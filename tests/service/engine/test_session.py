@@ -4,10 +4,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from modelrepo.schema import TensorSpec
 from service.engine.providers import CPU, ProviderSpec
 from service.engine.session import Engine
 from service.errors import InferenceFailed
-from service.model_config import TensorSpec
 from tests.service.conftest import RGB_BIAS, RGB_WEIGHT
 
 TRT, CUDA = "TensorrtExecutionProvider", "CUDAExecutionProvider"

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 from PIL.JpegImagePlugin import JpegImageFile
 
+from modelrepo.schema import Preprocessing, TensorSpec
 from service.errors import AspectRatioTooLarge, ImageTooLarge, InvalidImage, ServiceError, UnsupportedMediaType
 from service.frontend.preprocess import (
     EXACT_MAX_ASPECT,
@@ -16,7 +17,6 @@ from service.frontend.preprocess import (
     configure_pillow,
     resized_size,
 )
-from service.model_config import Preprocessing, TensorSpec
 from tests.service.conftest import IMAGENET_MEAN, IMAGENET_STD, image_bytes
 
 

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from service.repository import RepositoryError, list_models, load_source
+from modelrepo.read import RepositoryError, list_models, load_source
 from tests.service.conftest import RGB_LABELS, write_gray, write_rgb
 
 

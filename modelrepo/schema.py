@@ -1,20 +1,12 @@
-"""The model repository's `config.json`, as pydantic models: written by export, read by the service.
-
-Layout, after Triton's model repository:
-
-    model_repository/
-      resnet50/
-        config.json      # this schema: card, I/O spec, preprocessing, batching, one entry per version
-        labels.txt       # one class name per line, index order
-        1/model.onnx
-        2/model.onnx
-
-One definition of the format serves both sides, so they cannot drift apart.
+"""A model's `config.json`, as pydantic models: written by export (and `make tune --write`), read by the service.
+Every rule that relates two fields is a validator here, so a config that parses is one the service can serve.
 """
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from modelrepo.layout import LABELS_FILE, is_model_name, version_file
 
 SCHEMA_VERSION = 1
 
@@ -88,6 +80,8 @@ class Tuning(_Strict):
     """What `make tune` measured, on which machine and provider, and for which objective it chose
     the batching and instances above; the service warns when it runs on another machine."""
 
+    version: int  # the version measured, and its file's sha256: a re-export (new weights, int8) needs new figures
+    sha256: str
     machine: str  # e.g. "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz, 2 cores"
     provider: str  # e.g. "CPUExecutionProvider"
     onnxruntime: str
@@ -141,18 +135,51 @@ class Version(_Strict):
     exported_at: str  # ISO 8601, UTC
 
 
-class ModelConfig(_Strict):
+class ModelSpec(_Strict):
+    """Everything about a model but its versions: what export knows before it writes one."""
+
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str
     card: dict  # models.card.ModelCard as a dict: family, year, paper, ...
     input: TensorSpec
     output: TensorSpec
     preprocessing: Preprocessing
-    labels_file: str = "labels.txt"
+    labels_file: Literal["labels.txt"] = LABELS_FILE
     batching: Batching = Batching()
     instances: Instances = Instances()
     tuning: Tuning | None = None  # set by `make tune ... --write`
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not is_model_name(name):
+            raise ValueError(f"{name!r} is not a valid model name (letters, digits, '_', '-', '.')")
+        return name
+
+    @model_validator(mode="after")
+    def _check_tensors(self):
+        pre, spec = self.preprocessing, self.input
+        expected = (3 if pre.color_mode == "RGB" else 1, *pre.crop_size)
+        if len(spec.shape) != 4 or tuple(spec.shape[1:]) != expected:
+            raise ValueError(f"input shape {spec.shape} does not match preprocessing (N, {expected})")
+        if pre.fused != (spec.dtype == "uint8"):
+            raise ValueError(f"preprocessing fused={pre.fused} does not match input dtype {spec.dtype}")
+        if len(self.output.shape) != 2 or self.output.shape[1] < 1:
+            raise ValueError(f"output shape {self.output.shape} is not (N, num_classes)")
+        return self
+
+
+class ModelConfig(ModelSpec):
     versions: dict[int, Version]
+
+    @model_validator(mode="after")
+    def _check_versions(self):
+        if not self.versions:
+            raise ValueError("lists no versions")
+        for number, entry in self.versions.items():
+            if number < 1 or entry.file != version_file(number):
+                raise ValueError(f"version {number} must be numbered from 1 and live in {number}/model.onnx")
+        return self
 
     @property
     def latest_version(self) -> int:
