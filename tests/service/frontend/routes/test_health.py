@@ -125,7 +125,8 @@ def test_a_failed_gpu_turns_liveness_and_readiness_to_503(model_repo):
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         state = client.app.state.service
-        state.models.loaded["tiny_rgb"].engine.device_error = "CUDA failure 715: an illegal instruction was encountered"
+        session = state.models.loaded["tiny_rgb"].engine.engines[0]
+        session.device_error = "CUDA failure 715: an illegal instruction was encountered"
         live, ready = client.get("/healthz"), client.get("/readyz")
         assert live.status_code == 503
         assert live.json() == {

@@ -30,6 +30,8 @@ def test_model_detail(make_client):
         "max_queue_size": 64,
         "batches_in_flight": 3,
         "latency_slo_ms": 150.0,  # config.json has none: the setting turns the objective on
+        "instances": 1,
+        "intra_op_threads": 1,
     }
 
 
