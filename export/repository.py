@@ -8,7 +8,17 @@ from pathlib import Path
 import torch
 
 import modelrepo.write
-from modelrepo.schema import Batching, ModelSpec, Parity, Preprocessing, Quantization, TensorSpec, Version, Weights
+from modelrepo.schema import (
+    DEFAULT_LATENCY_SLO_MS,
+    Batching,
+    ModelSpec,
+    Parity,
+    Preprocessing,
+    Quantization,
+    TensorSpec,
+    Version,
+    Weights,
+)
 from models import ModelCard
 
 LABELS = Path(__file__).resolve().parents[1] / "models" / "labels"
@@ -32,11 +42,6 @@ def preprocessing_for(card: ModelCard) -> Preprocessing:
         mean=card.mean,
         std=card.std,
     )
-
-
-# Each image's time from queued to answered that the service keeps under, batching and refusing accordingly: an
-# interactive answer with room to batch; SERVE_LATENCY_SLO_MS or config.json's latency_slo_ms change it.
-DEFAULT_LATENCY_SLO_MS = 250.0
 
 
 def default_batching(card: ModelCard) -> Batching:

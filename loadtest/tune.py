@@ -34,7 +34,7 @@ from loadtest.objective import phase
 from loadtest.server import running_service
 from modelrepo.layout import model_dir
 from modelrepo.read import ModelSource, load_source, read_config
-from modelrepo.schema import Instances, ModelConfig, Tuning, TuningPoint
+from modelrepo.schema import DEFAULT_LATENCY_SLO_MS, Instances, ModelConfig, Tuning, TuningPoint
 from modelrepo.write import write_config
 from service.config import Settings, usable_cores
 from service.engine.instances import this_machine
@@ -42,7 +42,6 @@ from service.engine.loader import build_instances, effective_batching
 from service.engine.policy import PAYS, QUEUEING_SHARE
 from service.engine.session import CPU
 
-DEFAULT_OBJECTIVE_MS = 250.0  # export's default (export/repository.py), for a config.json without one
 MIN_RUNS = 3
 VERIFY_CLIENTS = 16
 
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if overriding:
         print(f"warning: {', '.join(overriding)} set: the service will use them over config.json", file=sys.stderr)
-    objective = args.objective_ms or source.config.batching.latency_slo_ms or DEFAULT_OBJECTIVE_MS
+    objective = args.objective_ms or source.config.batching.latency_slo_ms or DEFAULT_LATENCY_SLO_MS
     sizes = parse_ints(args.batch_sizes) or raw_sizes(source.config.batching.max_batch_size)
     provider = build_instances(source, settings, effective_batching(source.config.batching, settings))
     running_on = provider.providers_in_use[0]

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from modelrepo.layout import LABELS_FILE, is_model_name, version_file
 
 SCHEMA_VERSION = 1
+# Each image's time from queued to answered that the service keeps under, batching and refusing accordingly: an
+# interactive answer with room to batch. Export writes it; SERVE_LATENCY_SLO_MS or config.json's value change it.
+DEFAULT_LATENCY_SLO_MS = 250.0
 
 
 class _Strict(BaseModel):

@@ -1,14 +1,11 @@
-import io
 import json
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_digits
 
 from export.to_onnx import main as export
 from export.weights import RandomWeightsWarning
+from loadtest.images import write_samples
 from loadtest.server import running_service
 from loadtest.tune import instance_counts, main, recommend, service_overrides, table, verify_table
 from modelrepo.read import load_source
@@ -16,16 +13,6 @@ from modelrepo.schema import Batching, ModelConfig, TuningPoint
 from service.config import Settings
 from service.engine.instances import this_machine
 from service.engine.loader import effective_batching
-
-
-def digits() -> list[bytes]:
-    """Four of scikit-learn's handwritten digits as PNG files."""
-    files = []
-    for image in load_digits().images[:4]:
-        out = io.BytesIO()
-        Image.fromarray((image * 255 / 16).astype(np.uint8)).save(out, format="PNG")
-        files.append(out.getvalue())
-    return files
 
 
 def point(batch: int, instances: int, images_per_s: float, p99_ms: float) -> TuningPoint:
@@ -138,6 +125,8 @@ def test_tune_write_on_lenet5_writes_a_config_the_service_uses(tmp_path, capsys,
     assert (tuning.version, tuning.sha256) == (1, before.versions[1].sha256)
     assert config.versions == before.versions and config.card == before.card  # nothing else changed
 
+    digit = write_samples(tmp_path / "samples")[-1].read_bytes()  # scikit-learn's handwritten 8, as a PNG
+
     # The service runs what was written: an environment override shows it reads the same field.
     for env, sessions in (({}, chosen.instances), ({"SERVE_INSTANCES": "3"}, 3)):
         env = {"SERVE_WORKERS": "2" if layout == "workers" else "1", "SERVE_GRPC_PORT": "0", **env}
@@ -146,5 +135,5 @@ def test_tune_write_on_lenet5_writes_a_config_the_service_uses(tmp_path, capsys,
             batching = info["batching"]
             assert batching["instances"] == batching["batches_in_flight"] == sessions
             assert batching["max_batch_size"] == chosen.batch_size and batching["latency_slo_ms"] == 120
-            answers = [httpx.post(f"{url}/v1/classify?model=lenet5", content=d, timeout=10) for d in digits()]
+            answers = [httpx.post(f"{url}/v1/classify?model=lenet5", content=digit, timeout=10) for _ in range(4)]
             assert [a.status_code for a in answers] == [200] * len(answers), json.dumps(answers[0].json())

@@ -68,7 +68,7 @@ def test_a_config_tuned_on_another_machine_is_served_with_a_warning(caplog, tmp_
     from service.engine.instances import this_machine
     from service.engine.loader import check_tuning
 
-    def source(machine: str, provider: str, sha256: str) -> ModelSource:
+    def source_of(machine: str, provider: str = "CPUExecutionProvider", sha256: str = "aaa") -> ModelSource:
         tuning = Tuning(
             version=1,
             sha256=sha256,
@@ -82,9 +82,6 @@ def test_a_config_tuned_on_another_machine_is_served_with_a_warning(caplog, tmp_
         version = type("Version", (), {"sha256": "aaa"})()
         config = type("Config", (), {"tuning": tuning, "versions": {1: version}})()
         return ModelSource("m", config, 1, tmp_path / "model.onnx", ())
-
-    def source_of(machine: str, provider: str = "CPUExecutionProvider", sha256: str = "aaa") -> ModelSource:
-        return source(machine, provider, sha256)
 
     check_tuning(source_of(this_machine()), "CPUExecutionProvider")
     assert not caplog.records
