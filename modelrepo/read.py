@@ -19,6 +19,7 @@ class ModelSource:
     version: int
     onnx_path: Path
     labels: tuple[str, ...]
+    size_bytes: int = 0  # of the ONNX file, as it was read
 
 
 def list_models(root: Path) -> list[str]:
@@ -43,6 +44,8 @@ def read_config(folder: Path) -> ModelConfig:
         return ModelConfig.model_validate_json(path.read_bytes())
     except ValidationError as e:
         raise RepositoryError(f"{path} is invalid: {e}") from e
+    except OSError as e:
+        raise RepositoryError(f"{path} cannot be read: {e}") from e
 
 
 def read_labels(path: Path, num_classes: int) -> tuple[str, ...]:
@@ -52,6 +55,24 @@ def read_labels(path: Path, num_classes: int) -> tuple[str, ...]:
     if len(labels) != num_classes:
         raise RepositoryError(f"{path} has {len(labels)} labels, the model outputs {num_classes} classes")
     return labels
+
+
+def available_versions(root: Path, name: str) -> tuple[ModelConfig, dict[int, tuple]]:
+    """config.json, and the versions it lists whose file is there, each with a fingerprint that changes when its
+    entry or its file does (a service polling the repository reloads a version whose fingerprint changed).
+    Removing a version's folder makes it unavailable."""
+    folder = model_dir(root, name)
+    if not folder.is_dir():
+        raise RepositoryError(f"model {name!r} is not in the repository {str(root)!r}")
+    config = read_config(folder)
+    available = {}
+    for version, entry in config.versions.items():
+        try:
+            stat = (folder / entry.file).stat()
+        except FileNotFoundError:
+            continue
+        available[version] = (entry.sha256, stat.st_size, stat.st_mtime_ns)
+    return config, available
 
 
 def load_source(root: Path, name: str, version: int | None = None) -> ModelSource:
@@ -69,8 +90,9 @@ def load_source(root: Path, name: str, version: int | None = None) -> ModelSourc
     onnx_path = folder / entry.file
     if not onnx_path.is_file():
         raise RepositoryError(f"{onnx_path} is missing")
+    size = onnx_path.stat().st_size
     actual = sha256_file(onnx_path)
     if actual != entry.sha256:
         raise RepositoryError(f"{onnx_path} has sha256 {actual}, config.json expects {entry.sha256}")
     labels = read_labels(folder / config.labels_file, config.output.shape[1])
-    return ModelSource(name=name, config=config, version=version, onnx_path=onnx_path, labels=labels)
+    return ModelSource(name=name, config=config, version=version, onnx_path=onnx_path, labels=labels, size_bytes=size)

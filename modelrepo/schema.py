@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelrepo.layout import LABELS_FILE, is_model_name, version_file
+from modelrepo.versions import DEFAULT_VERSION_POLICY, VersionPolicy
 
 SCHEMA_VERSION = 1
 # Each image's time from queued to answered that the service keeps under, batching and refusing accordingly: an
@@ -151,6 +152,7 @@ class ModelSpec(_Strict):
     batching: Batching = Batching()
     instances: Instances = Instances()
     tuning: Tuning | None = None  # set by `make tune ... --write`
+    version_policy: str = DEFAULT_VERSION_POLICY  # modelrepo/versions.py; SERVE_VERSION_POLICY overrides
 
     @field_validator("name")
     @classmethod
@@ -158,6 +160,11 @@ class ModelSpec(_Strict):
         if not is_model_name(name):
             raise ValueError(f"{name!r} is not a valid model name (letters, digits, '_', '-', '.')")
         return name
+
+    @field_validator("version_policy")
+    @classmethod
+    def _version_policy(cls, text: str) -> str:
+        return str(VersionPolicy.parse(text))
 
     @model_validator(mode="after")
     def _check_tensors(self):

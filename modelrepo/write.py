@@ -47,9 +47,9 @@ def write_version(
 ) -> Path:
     """Add `onnx_file` as `version` of `spec.name` (default: one past the newest) and return where it landed.
     `spec` gives the card, tensors and preprocessing; the versions already there are kept, and so are the
-    batching, instances and tuning that config.json already has (a user's or `make tune`'s choices outlive a
-    re-export). Rewriting a version that exists replaces its folder (readers of that version may briefly find it
-    missing, never half written)."""
+    batching, instances, tuning and version policy that config.json already has (a user's or `make tune`'s choices
+    outlive a re-export). Rewriting a version that exists replaces its folder (readers of that version may briefly
+    find it missing, never half written)."""
     folder = model_dir(root, spec.name)
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / CONFIG_FILE
@@ -82,7 +82,7 @@ def write_version(
         raise
 
     if previous is not None:
-        kept = {"batching": previous.batching, "instances": previous.instances, "tuning": previous.tuning}
+        kept = {name: getattr(previous, name) for name in ("batching", "instances", "tuning", "version_policy")}
         spec = spec.model_copy(update=kept)
     versions[version] = entry(file=relative, sha256=sha256)
     labels_text = "\n".join(labels) + "\n"
