@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelrepo.versions import VersionPolicy
+
 MiB = 1024 * 1024
 
 
@@ -24,6 +26,20 @@ class Settings(BaseSettings):
     model_repository: Path = Field(Path("model_repository"), description="Model repository directory.")
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated model names to serve; empty serves all in the repository."
+    )
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        "none",
+        description="none: load at start only; poll: follow the repository every SERVE_POLL_INTERVAL_S; "
+        "explicit: load and unload on request (POST /v1/repository/models/NAME/load), SERVE_MODELS at start.",
+    )
+    poll_interval_s: float = Field(5.0, gt=0, description="How often SERVE_MODEL_CONTROL=poll reads the repository.")
+    version_policy: str | None = Field(
+        None,
+        description="Versions served, overriding config.json's: latest, latest:N, all or specific:V1,V2.",
+    )
+    repository_token: str | None = Field(
+        None,
+        description="If set, load and unload need the header 'Authorization: Bearer TOKEN'.",
     )
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["tensorrt", "cuda", "cpu"],
@@ -169,6 +185,16 @@ class Settings(BaseSettings):
         description="Override config.json's instances: ONNX Runtime sessions per model, each running one batch at "
         "a time on its share of the cores (`make tune` measures which count is best).",
     )
+
+    @field_validator("version_policy")
+    @classmethod
+    def _version_policy(cls, text: str | None) -> str | None:
+        return None if text is None else str(VersionPolicy.parse(text))
+
+    @field_validator("repository_token")
+    @classmethod
+    def _token(cls, token: str | None) -> str | None:
+        return token or None  # SERVE_REPOSITORY_TOKEN= (empty) is no token, not the token ""
 
     @field_validator("models", "providers", "preferred_batch_sizes", "cors_origins", mode="before")
     @classmethod

@@ -48,6 +48,30 @@ class ModelNotFound(ServiceError):
     code = "model_not_found"
 
 
+class ModelLoadFailed(ServiceError):
+    """A load asked for through the repository API failed; what served before serves on."""
+
+    status_code = 400
+    code = "model_load_failed"
+
+
+class ModelControlDisabled(ServiceError):
+    """Loading and unloading over the network is off unless SERVE_MODEL_CONTROL=explicit."""
+
+    status_code = 403
+    code = "model_control_disabled"
+
+
+class Unauthorized(ServiceError):
+    """SERVE_REPOSITORY_TOKEN is set and the request did not carry it."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
 class RequestTooLarge(ServiceError):
     status_code = 413
     code = "request_too_large"

@@ -82,6 +82,26 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.version_sessions = Gauge(
+            "cnnserve_model_version_sessions",
+            "ONNX Runtime sessions a loaded model version holds (0 once unloaded).",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.version_weights = Gauge(
+            "cnnserve_model_version_weights_bytes",
+            "Weights a loaded model version holds: its ONNX file's size once per session (0 once unloaded).",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.load_failures = Counter(
+            "cnnserve_model_load_failures",
+            "Versions that failed to load (the reason is in GET /v1/repository/index); what served before serves on.",
+            by_model,
+            registry=r,
+        )
         self.decode_time = Histogram(
             "cnnserve_decode_duration_seconds",
             "Time one image took to decode and preprocess, by lane (small, large).",

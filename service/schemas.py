@@ -46,14 +46,16 @@ class ImageResult(BaseModel):
 
 class ClassifyResponse(BaseModel):
     model: str
-    version: int
-    weights: Weights
+    version: int = Field(description="The version that answered.")
+    weights: Weights | None = Field(description="Its weights' provenance (null the instant a new version takes over).")
     results: list[ImageResult]
 
 
 class ModelState(StrEnum):
     LOADING = "loading"
     READY = "ready"
+    UNLOADING = "unloading"  # a version answering what it accepted before it is released
+    UNAVAILABLE = "unavailable"  # unloaded, or not in the version policy
     FAILED = "failed"
 
 
@@ -86,6 +88,22 @@ class ModelInfo(BaseModel):
     cuda_graph_batch_sizes: list[int] = []  # buckets replayed from a captured CUDA graph
     weights: Weights | None = None
     queue_depth: int = 0
+
+
+class RepositoryEntry(BaseModel):
+    """One version of one model in `GET /v1/repository/index` (a model with no version yet: version null)."""
+
+    name: str
+    version: int | None = None
+    state: ModelState
+    reason: str | None = None
+    default: bool = Field(False, description="Answers requests that name no version: the newest ready one.")
+    sessions: int = Field(0, description="ONNX Runtime sessions it holds.")
+    weights_bytes: int = Field(0, description="Weights it holds: its ONNX file's size once per session.")
+
+
+class RepositoryIndex(BaseModel):
+    models: list[RepositoryEntry]
 
 
 class ModelList(BaseModel):

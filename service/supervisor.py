@@ -38,9 +38,12 @@ RESTART_BACKOFF_S = 1.0  # a front end that keeps dying is restarted at most thi
 
 
 def _configs(settings: Settings) -> list:
-    """Every configured model's config.json that can be read (the others fail to load, visibly, in the engine)."""
+    """Every configured model's config.json that can be read (the others fail to load, visibly, in the engine);
+    every model in the repository where models may be loaded while serving (SERVE_MODEL_CONTROL). A model
+    exported later whose images are larger than any of these is refused with 503 until a restart."""
     try:
-        names = configured_models(settings.model_repository, settings.models)
+        names = settings.models if settings.model_control == "none" else []
+        names = configured_models(settings.model_repository, names)
     except RepositoryError:
         return []
     configs = []

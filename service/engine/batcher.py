@@ -101,10 +101,11 @@ class DynamicBatcher:
         on_idle: Callable[[], None] | None = None,
         latency_slo_ms: float | None = None,
         name: str = "",
+        version: int = 0,
     ):
         if max_batch_size < 1 or max_queue_size < 1 or batches_in_flight < 1:
             raise ValueError(f"{name}: max_batch_size, max_queue_size and batches_in_flight must be >= 1")
-        self.name = name
+        self.name, self.version = name, version
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay_ms / 1000
         self.max_queue_size = max_queue_size
@@ -391,7 +392,7 @@ class DynamicBatcher:
             for item, row in zip(items, output, strict=True):
                 if not item.future.done():
                     queue_ms = (started - item.enqueued_at) * 1000
-                    item.future.set_result(InferenceResult(row, queue_ms, inference_ms, len(items)))
+                    item.future.set_result(InferenceResult(row, queue_ms, inference_ms, len(items), self.version))
             self._completed.append((finished, len(items)))
             self.latency.observe(len(items), finished - started)
             if self.policy is not None:

@@ -131,10 +131,10 @@ def check_tuning(source: ModelSource, provider: str) -> None:
 
 
 def _build_and_warm(
-    name: str, settings: Settings
+    name: str, version: int | None, settings: Settings
 ) -> tuple[ModelSource, BatchingInfo, InstanceGroup, dict[int, float], dict[str, float]]:
     """Blocking (run it in a thread): read the repository, build the sessions, warm them up."""
-    source = load_source(settings.model_repository, name)
+    source = load_source(settings.model_repository, name, version)
     config = source.config
     batching = effective_batching(config.batching, settings, instances=config.instances)
     started = time.perf_counter()
@@ -154,7 +154,7 @@ def _build_and_warm(
     return source, batching, engine, latencies, {"session": built - started, "warmup": time.perf_counter() - built}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoadedModel:
     """A model ready to take images: its source on disk, the batching in effect, the sessions, the batcher
     feeding them and the threads running its batches."""
@@ -165,11 +165,17 @@ class LoadedModel:
     batcher: DynamicBatcher
     executor: ThreadPoolExecutor
     load_seconds: dict[str, float]  # "session", "warmup"
+    # The weights its sessions hold: the ONNX file's, once per session, measured at load (the file may go). On a
+    # GPU they are in device memory, which ONNX Runtime does not report.
+    weights_bytes: int
 
     @classmethod
-    async def load(cls, name: str, settings: Settings, on_batch: BatchObserver | None = None) -> "LoadedModel":
-        """Built in a thread (reading, session, warm-up), then its batcher started on this event loop."""
-        source, batching, engine, latencies, seconds = await asyncio.to_thread(_build_and_warm, name, settings)
+    async def load(
+        cls, name: str, settings: Settings, on_batch: BatchObserver | None = None, version: int | None = None
+    ) -> "LoadedModel":
+        """`version` (default: the latest) built in a thread (reading, sessions, warm-up), then its batcher started
+        on this event loop."""
+        source, batching, engine, latencies, seconds = await asyncio.to_thread(_build_and_warm, name, version, settings)
         executor = ThreadPoolExecutor(batching.batches_in_flight, thread_name_prefix=f"infer-{name}")
         batcher = DynamicBatcher(
             engine.run,
@@ -183,10 +189,11 @@ class LoadedModel:
             on_idle=engine.trim_memory,
             latency_slo_ms=batching.latency_slo_ms,
             name=name,
+            version=source.version,
         )
         batcher.seed_latency(latencies)
         batcher.start()
-        return cls(source, batching, engine, batcher, executor, seconds)
+        return cls(source, batching, engine, batcher, executor, seconds, source.size_bytes * engine.count)
 
     async def close(self) -> None:
         """Stop taking images, answer every queued one, then free the session."""

@@ -92,7 +92,7 @@ class _Frontend:
             for slot, future in zip(request.slots, request.futures, strict=True):
                 result: InferenceResult = future.result()
                 self.pool.view(slot, shape, dtype)[...] = result.output
-                timings.append((result.queue_ms, result.inference_ms, result.batch_size))
+                timings.append((result.queue_ms, result.inference_ms, result.batch_size, result.version))
             self.link.send(("result", request.id, timings))
 
 
@@ -103,6 +103,7 @@ class EngineServer:
         self._address = address
         self._frontends: dict[int, _Frontend] = {}  # by index: the newest connection for each
         self._listener: Listener | None = None
+        self._controls: set[asyncio.Task] = set()  # loads and unloads asked for by a front end
 
     def start(self) -> None:
         """Listen; connections are accepted in a thread and handed to the event loop."""
@@ -170,14 +171,30 @@ class EngineServer:
             held = frontend.holds.pop(message[1], None)
             if held is not None:
                 held[0].release_hold(held[1])
+        elif kind in ("load", "unload"):
+            task = asyncio.ensure_future(self._control(frontend, kind, *message[1:]))
+            self._controls.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._controls.discard)
         else:
             log.warning("engine: unknown message %r from front end %d", kind, frontend.index)
 
-    def _hold(self, frontend: _Frontend, request_id: int, name: str, n: int) -> None:
+    async def _control(self, frontend: _Frontend, kind: str, request_id: int, name: str) -> None:
+        """The repository API's load or unload, answered ("controlled", id, None or the error) when done."""
+        try:
+            await (self.models.load if kind == "load" else self.models.unload)(name)
+            error = None
+        except Exception as e:
+            if not isinstance(e, ServiceError):
+                log.exception("engine: %s of %r failed", kind, name)
+                e = InferenceFailed(f"{kind} failed: {type(e).__name__}")
+            error = to_wire(e)
+        frontend.link.send(("controlled", request_id, error))
+
+    def _hold(self, frontend: _Frontend, request_id: int, name: str, version: int | None, n: int) -> None:
         """Admission before decoding (a model with a latency objective): held until submit or unhold. Every
         hold is answered, held or refused."""
         try:
-            batcher = self.models.loaded_model(name).batcher
+            batcher = self.models.resolve(name, version).batcher
             batcher.hold(n)
         except Exception as e:
             if not isinstance(e, ServiceError):
@@ -188,15 +205,30 @@ class EngineServer:
         frontend.holds[request_id] = (batcher, n)
         frontend.link.send(("held", request_id))
 
-    def _submit(self, frontend: _Frontend, request_id: int, name: str, slots: list[int], deadline: float) -> None:
+    def _submit(
+        self,
+        frontend: _Frontend,
+        request_id: int,
+        name: str,
+        version: int | None,
+        prepared: int,
+        slots: list[int],
+        deadline: float,
+    ) -> None:
+        """Queue the images (decoded for version `prepared`) to `version`, or to the newest ready version."""
         request = _Request(frontend, request_id, slots)
         held = frontend.holds.pop(request_id, None)  # enqueue gives it back, queued or refused
         try:
-            model = self.models.loaded_model(name)
+            model = self.models.loaded_for(name, version, prepared)
+            batcher = model.batcher
             spec, out = model.source.config.input, model.source.config.output
             arrays = [frontend.pool.view(slot, spec.shape[1:], spec.dtype) for slot in slots]
             request.output = (tuple(out.shape[1:]), np.dtype(out.dtype))
-            batcher, n = held if held is not None else (model.batcher, 0)
+            n = 0
+            if held is not None and held[0] is batcher:
+                n = held[1]
+            elif held is not None:  # a new version took over while these images decoded
+                held[0].release_hold(held[1])
             held = None
             request.futures = batcher.enqueue(arrays, deadline, on_release=request.released, held=n)
         except Exception as e:

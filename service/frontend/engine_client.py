@@ -46,6 +46,7 @@ class SlotReservation:
     slots: list[int]
     buffers: list[np.ndarray]
     request_id: int
+    version: int | None = None  # the version asked for; None: the newest ready when the engine queues them
     held: Link | None = None  # the engine holds room for these images (a latency objective) until submit
     submitted: bool = False
 
@@ -83,6 +84,7 @@ class EngineClient:
         self._waiting: dict[int, _Waiting] = {}
         self._status_replies: dict[int, asyncio.Future] = {}
         self._hold_replies: dict[int, asyncio.Future] = {}
+        self._control_replies: dict[int, asyncio.Future] = {}
         self._ids = itertools.count()
         self._tasks: list[asyncio.Task] = []
 
@@ -129,6 +131,11 @@ class EngineClient:
             if future is not None and not future.done():
                 future.set_result(None if kind == "held" else from_wire(*message[2:]))
             return
+        if kind == "controlled":
+            future = self._control_replies.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result(None if message[2] is None else from_wire(*message[2]))
+            return
         waiting = self._waiting.pop(request_id, None)
         if waiting is None:
             log.warning("answer for unknown request %d", request_id)
@@ -141,8 +148,8 @@ class EngineClient:
                 output = waiting.status.source.config.output
                 shape, dtype = tuple(output.shape[1:]), np.dtype(output.dtype)
                 results = [
-                    InferenceResult(self._pool.view(slot, shape, dtype).copy(), queue_ms, inference_ms, batch_size)
-                    for slot, (queue_ms, inference_ms, batch_size) in zip(reservation.slots, message[2], strict=True)
+                    InferenceResult(self._pool.view(slot, shape, dtype).copy(), *timings)
+                    for slot, timings in zip(reservation.slots, message[2], strict=True)
                 ]
                 waiting.future.set_result(results)
             elif kind == "error":
@@ -160,10 +167,11 @@ class EngineClient:
             if not waiting.future.done():
                 waiting.future.set_exception(ModelNotReady("the engine process stopped"))
         self._waiting.clear()
-        for future in self._hold_replies.values():
-            if not future.done():
-                future.set_result(ModelNotReady("the engine process stopped"))
-        self._hold_replies.clear()
+        for replies in (self._hold_replies, self._control_replies):
+            for future in replies.values():
+                if not future.done():
+                    future.set_result(ModelNotReady("the engine process stopped"))
+            replies.clear()
 
     # -- ModelBackend ----------------------------------------------------------------------------------
 
@@ -183,17 +191,24 @@ class EngineClient:
             self._status_replies.pop(request_id, None)
         return self._statuses
 
-    async def ready(self, name: str) -> ModelStatus:
-        """From the cached statuses; a model they say is not ready is asked about again first: another front end may
-        already have said ready for it (/readyz is answered by whichever front end takes the probe). An unknown name
-        costs the engine nothing: both read the same model list at start."""
+    async def ready(self, name: str, version: int | None = None) -> ModelStatus:
+        """From the cached statuses; a model (or version) they say is not ready is asked about again first: another
+        front end may already have said ready for it (/readyz is answered by whichever front end takes the probe).
+        An unknown name costs the engine nothing unless models come and go (SERVE_MODEL_CONTROL)."""
         status = self._statuses.get(name)
-        if status is not None and status.state is not ModelState.READY:
+        if status is None:
+            stale = self.settings.model_control != "none"
+        elif version is None:
+            stale = status.state is not ModelState.READY
+        else:
+            found = status.version_status(version)
+            stale = found is None or found.state is not ModelState.READY
+        if stale:
             with contextlib.suppress(TimeoutError):
                 await self.fresh_statuses()
-        return require(self._statuses, name)
+        return require(self._statuses, name, version=version)
 
-    async def reserve(self, status: ModelStatus, n: int) -> SlotReservation:
+    async def reserve(self, status: ModelStatus, n: int, version: int | None = None) -> SlotReservation:
         if self._link is None or self._link.closed:
             raise ModelNotReady(f"model {status.name!r} is not reachable: the engine process is not connected")
         config = status.source.config
@@ -213,7 +228,7 @@ class EngineClient:
             )
         spec = config.input
         buffers = [self._pool.view(slot, spec.shape[1:], spec.dtype) for slot in slots]
-        reservation = SlotReservation(self._pool, slots, buffers, next(self._ids))
+        reservation = SlotReservation(self._pool, slots, buffers, next(self._ids), version)
         if status.batching.latency_slo_ms is not None:
             await self._hold(status, n, reservation)
         return reservation
@@ -222,7 +237,7 @@ class EngineClient:
         """The engine's batcher admits the images now, before they are decoded, and counts them as coming."""
         future = asyncio.get_running_loop().create_future()
         self._hold_replies[reservation.request_id] = future
-        self._link.send(("hold", reservation.request_id, status.name, n))
+        self._link.send(("hold", reservation.request_id, status.name, reservation.version, n))
         try:
             refused = await asyncio.wait_for(future, HOLD_TIMEOUT_S)
         except BaseException as e:  # cancelled or no answer: the engine may hold the room, so give it back
@@ -244,7 +259,8 @@ class EngineClient:
         waiting = _Waiting(reservation, status, asyncio.get_running_loop().create_future())
         self._waiting[request_id] = waiting
         reservation.submitted = True  # from here only the engine's answer frees the slots (and the hold)
-        self._link.send(("submit", request_id, status.name, reservation.slots, deadline))
+        prepared = status.source.version  # what the images were decoded for
+        self._link.send(("submit", request_id, status.name, reservation.version, prepared, reservation.slots, deadline))
         try:
             timeout = max(0.0, deadline - time.monotonic())
             return await asyncio.wait_for(asyncio.shield(waiting.future), timeout)
@@ -254,6 +270,29 @@ class EngineClient:
         except asyncio.CancelledError:
             self._abandon(request_id, waiting)
             raise
+
+    async def load(self, name: str) -> None:
+        await self._control("load", name)
+
+    async def unload(self, name: str) -> None:
+        await self._control("unload", name)
+
+    async def _control(self, kind: str, name: str) -> None:
+        """Ask the engine to load or unload `name`; returns when it has (a load may take minutes: no timeout)."""
+        if self._link is None or self._link.closed:
+            raise ModelNotReady("the engine process is not connected")
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._control_replies[request_id] = future
+        self._link.send((kind, request_id, name))
+        try:
+            error = await future
+        finally:
+            self._control_replies.pop(request_id, None)
+        with contextlib.suppress(TimeoutError):
+            await self.fresh_statuses()
+        if error is not None:
+            raise error
 
     def _abandon(self, request_id: int, waiting: _Waiting) -> None:
         waiting.abandoned = True

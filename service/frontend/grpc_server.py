@@ -1,5 +1,6 @@
 """The Open Inference Protocol over gRPC: KServe's `inference.GRPCInferenceService` as Triton serves it
-(ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig, ModelInfer), on
+(ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig, ModelInfer, and the repository
+extension: RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload, restricted as over HTTP), on
 SERVE_GRPC_PORT beside HTTP. Messages and stubs are the ones tritonclient generates from the published proto;
 methods Triton adds beyond these answer UNIMPLEMENTED.
 
@@ -23,7 +24,8 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from service.config import Settings
 from service.errors import BadRequest, ClientClosedRequest, InvalidArgument, ServiceError
 from service.frontend.inference import infer_images, infer_tensor
-from service.frontend.model_metadata import check_version, model_config, model_metadata, server_metadata
+from service.frontend.model_metadata import model_config, model_metadata, server_metadata, version_number
+from service.frontend.routes.repository import check_control, index_entries, model_name, v2_index_entries
 from service.frontend.tensors import (
     BYTES,
     NUMERIC,
@@ -50,6 +52,8 @@ STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.UNAVAILABLE,
@@ -162,9 +166,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request, context):
         """A version not served is not ready (as HTTP's 404, which Triton's clients read as not ready)."""
         status = require(await self.state.models.fresh_statuses(), request.name, ready=False)
-        is_ready = status.state is ModelState.READY
-        served = not request.version or (status.source is not None and request.version == str(status.source.version))
-        return service_pb2.ModelReadyResponse(ready=is_ready and served)
+        try:
+            number = version_number(request.name, request.version)
+        except ServiceError:
+            return service_pb2.ModelReadyResponse(ready=False)
+        found = status if number is None else status.version_status(number)
+        return service_pb2.ModelReadyResponse(ready=found is not None and found.state is ModelState.READY)
 
     @_answering_errors
     async def ServerMetadata(self, request, context):
@@ -172,16 +179,36 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answering_errors
     async def ModelMetadata(self, request, context):
-        status = require(await self.state.models.fresh_statuses(), request.name)
-        check_version(status, request.version or None)
+        number = version_number(request.name, request.version)
+        status = require(await self.state.models.fresh_statuses(), request.name, version=number)
         return json_format.ParseDict(model_metadata(status), service_pb2.ModelMetadataResponse())
 
     @_answering_errors
     async def ModelConfig(self, request, context):
-        status = require(await self.state.models.fresh_statuses(), request.name)
-        check_version(status, request.version or None)
-        config = json_format.ParseDict(model_config(status), model_config_pb2.ModelConfig())
+        number = version_number(request.name, request.version)
+        status = require(await self.state.models.fresh_statuses(), request.name, version=number)
+        policy = self.state.settings.version_policy
+        config = json_format.ParseDict(model_config(status, policy), model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
+
+    @_answering_errors
+    async def RepositoryIndex(self, request, context):
+        entries = index_entries(await self.state.models.fresh_statuses())
+        if request.ready:
+            entries = [e for e in entries if e.state is ModelState.READY]
+        return json_format.ParseDict({"models": v2_index_entries(entries)}, service_pb2.RepositoryIndexResponse())
+
+    @_answering_errors
+    async def RepositoryModelLoad(self, request, context):
+        check_control(self.state.settings, dict(context.invocation_metadata()).get("authorization"))
+        await self.state.models.load(model_name(request.model_name))
+        return service_pb2.RepositoryModelLoadResponse()
+
+    @_answering_errors
+    async def RepositoryModelUnload(self, request, context):
+        check_control(self.state.settings, dict(context.invocation_metadata()).get("authorization"))
+        await self.state.models.unload(model_name(request.model_name))
+        return service_pb2.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request, context):
         """Counted in /metrics as /v1/classify and V2 over HTTP are, by the HTTP status it stands for."""
@@ -208,8 +235,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request, context):
         received = time.monotonic()
         state, settings = self.state, self.state.settings
-        status = await state.models.ready(request.model_name)
-        check_version(status, request.model_version or None)
+        number = version_number(request.model_name, request.model_version)
+        status = await state.models.ready(request.model_name, number)
         signature = ModelSignature.of(status)
 
         raw = request.raw_input_contents
@@ -234,13 +261,13 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
         images, batch = model_input(signature, inputs, max_images)
         if images is not None:
-            answers = await infer_images(state, status, images, deadline, embedded=True)
+            answers = await infer_images(state, status, images, deadline, version=number, embedded=True)
         else:
-            answers = await infer_tensor(state, status, batch, deadline)
+            answers = await infer_tensor(state, status, batch, deadline, version=number)
 
         logits = np.stack([a.output for a in answers])
         response = service_pb2.ModelInferResponse(
-            model_name=status.name, model_version=str(status.source.version), id=request.id
+            model_name=status.name, model_version=str(answers[0].version), id=request.id
         )
         for output in outputs:
             tensor = output_tensor(signature, output, logits)

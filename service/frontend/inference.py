@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from modelrepo.schema import Weights
 from service.errors import DeadlineExceeded, InvalidImage, UnsupportedMediaType
 from service.state import ServiceState
 from service.status import InferenceResult, ModelStatus, Reservation
@@ -26,6 +27,7 @@ class Answer:
     queue_ms: float
     inference_ms: float
     batch_size: int
+    version: int  # the model version that ran it
 
 
 async def _unwatched(work: Awaitable[T]) -> T:
@@ -38,13 +40,14 @@ async def infer_images(
     images: Sequence[tuple[str, bytes]],
     deadline: float,
     *,
+    version: int | None = None,
     embedded: bool = False,
     watch: Watch = _unwatched,
 ) -> list[Answer]:
-    """Encoded images (name for errors, bytes) decoded with the model's preprocessing, then run.
-    `embedded`: the images came inside a JSON or tensor body, so bytes that are no image are the image's fault
-    (400 invalid_image), not the request's media type's (415)."""
-    reservation = await state.models.reserve(status, len(images))  # shed before decoding
+    """Encoded images (name for errors, bytes) decoded with the model's preprocessing, then run by `version` (or
+    the newest ready version). `embedded`: the images came inside a JSON or tensor body, so bytes that are no
+    image are the image's fault (400 invalid_image), not the request's media type's (415)."""
+    reservation = await state.models.reserve(status, len(images), version)  # shed before decoding
     try:
         return await watch(_decode_and_run(state, status, reservation, images, deadline, embedded))
     finally:
@@ -52,11 +55,17 @@ async def infer_images(
 
 
 async def infer_tensor(
-    state: ServiceState, status: ModelStatus, batch: np.ndarray, deadline: float, *, watch: Watch = _unwatched
+    state: ServiceState,
+    status: ModelStatus,
+    batch: np.ndarray,
+    deadline: float,
+    *,
+    version: int | None = None,
+    watch: Watch = _unwatched,
 ) -> list[Answer]:
     """Images the client preprocessed itself: `batch` (N, *input shape), of the model's input dtype, already
     checked against the model (service/frontend/tensors.py)."""
-    reservation = await state.models.reserve(status, len(batch))
+    reservation = await state.models.reserve(status, len(batch), version)
     try:
         return await watch(_copy_and_run(state, status, reservation, batch, deadline))
     finally:
@@ -98,6 +107,15 @@ async def _copy_and_run(
     return _answers(state, status, results, [0.0] * len(results))
 
 
+def weights_of(state: ServiceState, status: ModelStatus, version: int) -> Weights | None:
+    """`version`'s weights as config.json records them: from the statuses as they are now (a version that took over
+    while the request ran is listed there once they refresh), else from the request's."""
+    for source in (state.models.statuses().get(status.name, status).source, status.source):
+        if source is not None and version in source.config.versions:
+            return source.config.versions[version].weights
+    return None
+
+
 def _answers(
     state: ServiceState, status: ModelStatus, results: list[InferenceResult], decode_ms: list[float]
 ) -> list[Answer]:
@@ -105,5 +123,6 @@ def _answers(
     for r in results:
         queue_time.observe(r.queue_ms / 1000)
     return [
-        Answer(r.output, d, r.queue_ms, r.inference_ms, r.batch_size) for r, d in zip(results, decode_ms, strict=True)
+        Answer(r.output, d, r.queue_ms, r.inference_ms, r.batch_size, r.version)
+        for r, d in zip(results, decode_ms, strict=True)
     ]

@@ -4,8 +4,10 @@ JSON and gRPC parses into its messages: server metadata, model metadata, and Tri
 
 from importlib import metadata
 
+from modelrepo.versions import VersionPolicy
 from service.errors import ModelNotFound
 from service.frontend.tensors import ModelSignature
+from service.schemas import ModelState
 from service.status import ModelStatus
 
 SERVER_NAME = "cnn-serve"
@@ -25,20 +27,21 @@ def server_metadata() -> dict:
     return {"name": SERVER_NAME, "version": server_version(), "extensions": list(EXTENSIONS)}
 
 
-def check_version(status: ModelStatus, version: str | None) -> None:
-    """A request for a version other than the one served is a 404 that names the one served."""
-    if version is not None and version != str(status.source.version):
+def version_number(name: str, version: str | None) -> int | None:
+    """A V2 path's or message's version as a number; one that is not a version number is a 404."""
+    if not version:
+        return None
+    if not version.isdigit() or len(version) > 9:
         shown = version if len(version) <= 20 else version[:20] + "..."
-        raise ModelNotFound(
-            f"model {status.name!r} has no version {shown!r} serving; it serves {status.source.version}"
-        )
+        raise ModelNotFound(f"model {name!r} has no version {shown!r}")
+    return int(version)
 
 
 def model_metadata(status: ModelStatus) -> dict:
     signature = ModelSignature.of(status)
     return {
         "name": status.name,
-        "versions": [str(status.source.version)],
+        "versions": [str(v.version) for v in status.versions if v.state is ModelState.READY],
         "platform": PLATFORM,
         "inputs": [
             {"name": signature.input_name, "datatype": signature.input_datatype, "shape": [-1, *signature.input_dims]}
@@ -47,16 +50,22 @@ def model_metadata(status: ModelStatus) -> dict:
     }
 
 
-def model_config(status: ModelStatus) -> dict:
+def model_config(status: ModelStatus, version_policy: str | None) -> dict:
     """Triton's config.pbtxt as JSON, from what is in effect (config.json with the environment's overrides)."""
     signature = ModelSignature.of(status)
+    policy = VersionPolicy.parse(version_policy or status.source.config.version_policy)
+    triton_policy = {
+        "latest": {"latest": {"num_versions": policy.count}},
+        "specific": {"specific": {"versions": list(policy.versions)}},
+        "all": {"all": {}},
+    }[policy.kind]
     batching = status.batching
     on_gpu = any(p in GPU_PROVIDERS for p in status.providers)
     return {
         "name": status.name,
         "platform": PLATFORM,
         "backend": "onnxruntime",
-        "version_policy": {"latest": {"num_versions": 1}},
+        "version_policy": triton_policy,
         "max_batch_size": batching.max_batch_size,
         "input": [
             {

@@ -49,7 +49,7 @@ def test_shutdown_drains_and_closes(model_repo):
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         state = client.app.state.service
-        model = state.models.loaded["tiny_rgb"]
+        model = state.models.resolve("tiny_rgb")
         image = state.preprocessor(state.models.statuses()["tiny_rgb"])(image_bytes())
         futures = client.portal.call(_enqueue, model.batcher, image)
         assert not any(f.done() for f in futures)

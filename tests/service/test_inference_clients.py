@@ -280,6 +280,45 @@ def test_an_overloaded_model_answers_unavailable_with_retry_pushback(repo):
         http.close()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tritons_repository_calls_load_and_unload_with_the_token(tmp_path, workers):
+    write_rgb(tmp_path, versions=(1, 2))
+    grpc_port = free_port()
+    env = {
+        "SERVE_WORKERS": workers,
+        "SERVE_GRPC_PORT": str(grpc_port),
+        "SERVE_PROVIDERS": "cpu",
+        "SERVE_MODEL_CONTROL": "explicit",
+        "SERVE_REPOSITORY_TOKEN": "t0ken",
+    }
+    with running_service(tmp_path, [], env=env, timeout=120) as (url, _):
+        http = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        grpc_client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            (entry,) = http.get_model_repository_index()
+            assert (entry["name"], entry["version"], entry["state"]) == ("tiny_rgb", "", "UNAVAILABLE")
+            assert "not loaded" in entry["reason"]
+            with pytest.raises(InferenceServerException, match="SERVE_REPOSITORY_TOKEN"):
+                http.load_model("tiny_rgb")
+            with pytest.raises(InferenceServerException, match="SERVE_REPOSITORY_TOKEN") as error:
+                grpc_client.load_model("tiny_rgb")
+            assert error.value.status() == "StatusCode.UNAUTHENTICATED"
+            http.load_model("tiny_rgb", headers={"Authorization": "Bearer t0ken"})
+            assert http.is_model_ready("tiny_rgb") and http.is_model_ready("tiny_rgb", "2")
+            assert not http.is_model_ready("tiny_rgb", "1")  # the policy serves the latest only
+            index = grpc_client.get_model_repository_index(as_json=True)["models"]
+            assert {"name": "tiny_rgb", "version": "2", "state": "READY"} in index
+            result = http.infer("tiny_rgb", [http_input(solid_tensor(COLORS[0]), "FP32")])
+            assert result.get_response()["model_version"] == "2"
+            grpc_client.unload_model("tiny_rgb", headers={"authorization": "Bearer t0ken"})
+            assert not http.is_model_ready("tiny_rgb")
+            with pytest.raises(InferenceServerException, match="unavailable: unloaded"):
+                grpc_client.infer("tiny_rgb", [grpc_input(solid_tensor(COLORS[0]), "FP32")])
+        finally:
+            http.close()
+            grpc_client.close()
+
+
 def test_the_kserve_sdk_v2_rest_client(service):
     """In its own process: KServe's SDK and tritonclient both register the `inference` protobuf package, and one
     process cannot hold both (the service's gRPC uses tritonclient's)."""

@@ -1,5 +1,5 @@
-"""`POST /v1/classify?model=NAME&top_k=K&timeout_ms=T`: read the body, run its images (service/frontend/inference.py),
-answer the top classes; if the client leaves meanwhile, its work is cancelled.
+"""`POST /v1/classify?model=NAME&version=V&top_k=K&timeout_ms=T`: read the body, run its images
+(service/frontend/inference.py), answer the top classes; if the client leaves meanwhile, its work is cancelled.
 
 The body is one raw image (image/* or application/octet-stream), multipart/form-data with one or
 more files, or JSON `{"images": ["<base64>", ...]}` (service/frontend/request_body.py).
@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from service.errors import InvalidArgument
-from service.frontend.inference import infer_images
+from service.frontend.inference import infer_images, weights_of
 from service.frontend.request_body import is_json, read_images, unless_disconnected
 from service.schemas import ClassifyResponse, ErrorResponse, ImageResult, Prediction, Timing
 from service.state import ServiceState, get_state
@@ -27,6 +27,9 @@ async def classify(
     request: Request,
     state: Annotated[ServiceState, Depends(get_state)],
     model: Annotated[str, Query(description="Model name, as listed by GET /v1/models.")],
+    version: Annotated[
+        int | None, Query(ge=1, description="Model version; default: the newest ready (GET /v1/repository/index).")
+    ] = None,
     top_k: Annotated[int | None, Query(ge=1, description="Classes per image; default SERVE_DEFAULT_TOP_K.")] = None,
     timeout_ms: Annotated[
         float | None,
@@ -39,7 +42,7 @@ async def classify(
 ) -> ClassifyResponse:
     received = time.monotonic()
     settings = state.settings
-    status = await state.models.ready(model)
+    status = await state.models.ready(model, version)
     k = settings.default_top_k if top_k is None else top_k
     if k > settings.max_top_k:
         raise InvalidArgument(f"top_k must be between 1 and {settings.max_top_k}, got {k}")
@@ -55,17 +58,18 @@ async def classify(
         status,
         images,
         deadline,
+        version=version,
         embedded=is_json(request),
         watch=functools.partial(unless_disconnected, request),
     )
-    source = status.source
+    answered = answers[0].version
     return ClassifyResponse(
         model=status.name,
-        version=source.version,
-        weights=source.config.versions[source.version].weights,
+        version=answered,
+        weights=weights_of(state, status, answered),
         results=[
             ImageResult(
-                predictions=Prediction.top_k(a.output, source.labels, k),
+                predictions=Prediction.top_k(a.output, status.source.labels, k),
                 timing=Timing(decode_ms=a.decode_ms, queue_ms=a.queue_ms, inference_ms=a.inference_ms),
                 batch_size=a.batch_size,
             )

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from service.errors import InvalidArgument
 from service.frontend.inference import infer_images, infer_tensor
-from service.frontend.model_metadata import check_version, model_config, model_metadata, server_metadata
+from service.frontend.model_metadata import model_config, model_metadata, server_metadata, version_number
 from service.frontend.request_body import read_body, unless_disconnected
 from service.frontend.tensors import ModelSignature, model_input, output_tensor, requested_outputs
 from service.frontend.v2_body import (
@@ -56,27 +56,26 @@ async def ready(state: State) -> JSONResponse:
 @router.get("/models/{name}", responses=_ERRORS)
 @router.get("/models/{name}/versions/{version}", responses=_ERRORS)
 async def metadata(name: str, state: State, version: str | None = None) -> dict:
-    status = require(await state.models.fresh_statuses(), name)
-    check_version(status, version)
+    status = require(await state.models.fresh_statuses(), name, version=version_number(name, version))
     return model_metadata(status)
 
 
 @router.get("/models/{name}/ready", responses={404: {}, 503: {}})
 @router.get("/models/{name}/versions/{version}/ready", responses={404: {}, 503: {}})
 async def model_ready(name: str, state: State, version: str | None = None) -> JSONResponse:
-    status = require(await state.models.fresh_statuses(), name, ready=False)
+    number = version_number(name, version)
+    status = require(await state.models.fresh_statuses(), name, ready=False, version=number)
     is_ready = status.state is ModelState.READY
-    if is_ready:
-        check_version(status, version)
+    if number is not None:
+        is_ready = status.version_status(number).state is ModelState.READY
     return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.get("/models/{name}/config", responses=_ERRORS)
 @router.get("/models/{name}/versions/{version}/config", responses=_ERRORS)
 async def config(name: str, state: State, version: str | None = None) -> dict:
-    status = require(await state.models.fresh_statuses(), name)
-    check_version(status, version)
-    return model_config(status)
+    status = require(await state.models.fresh_statuses(), name, version=version_number(name, version))
+    return model_config(status, state.settings.version_policy)
 
 
 @router.post("/models/{name}/infer", responses=_ERRORS)
@@ -86,8 +85,8 @@ async def infer(request: Request, name: str, state: State, version: str | None =
     `classification: K` the top K as "score:index:label" strings."""
     received = time.monotonic()
     settings = state.settings
-    status = await state.models.ready(name)
-    check_version(status, version)
+    number = version_number(name, version)
+    status = await state.models.ready(name, number)
     signature = ModelSignature.of(status)
 
     encoding = content_encoding(request.headers.get("content-encoding"))
@@ -112,14 +111,14 @@ async def infer(request: Request, name: str, state: State, version: str | None =
     images, batch = model_input(signature, parsed.inputs, max_images)
     watch = functools.partial(unless_disconnected, request)
     if images is not None:
-        answers = await infer_images(state, status, images, deadline, embedded=True, watch=watch)
+        answers = await infer_images(state, status, images, deadline, version=number, embedded=True, watch=watch)
     else:
-        answers = await infer_tensor(state, status, batch, deadline, watch=watch)
+        answers = await infer_tensor(state, status, batch, deadline, version=number, watch=watch)
 
     logits = np.stack([a.output for a in answers])
     tensors = [output_tensor(signature, o, logits) for o in outputs]
     binary = [parsed.binary_output if o.binary is None else o.binary for o in outputs]
-    content, json_length = encode_infer_response(status.name, status.source.version, parsed.id, tensors, binary)
+    content, json_length = encode_infer_response(status.name, answers[0].version, parsed.id, tensors, binary)
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})

@@ -25,9 +25,9 @@ def test_readyz_reports_loading_then_ready(model_repo, monkeypatch):
     gate = threading.Event()
     load = service.engine.loader._build_and_warm
 
-    def slow_load(name, settings):
+    def slow_load(*args):
         gate.wait(30)
-        return load(name, settings)
+        return load(*args)
 
     monkeypatch.setattr(service.engine.loader, "_build_and_warm", slow_load)
     settings = Settings(model_repository=model_repo, providers=["cpu"], intra_op_threads=1)
@@ -125,7 +125,7 @@ def test_a_failed_gpu_turns_liveness_and_readiness_to_503(model_repo):
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         state = client.app.state.service
-        session = state.models.loaded["tiny_rgb"].engine.engines[0]
+        session = state.models.resolve("tiny_rgb").engine.engines[0]
         session.device_error = "CUDA failure 715: an illegal instruction was encountered"
         live, ready = client.get("/healthz"), client.get("/readyz")
         assert live.status_code == 503

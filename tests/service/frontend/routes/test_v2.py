@@ -52,7 +52,7 @@ def test_server_and_health(client):
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/v2/models/tiny_rgb/ready").status_code == 200
     assert client.get("/v2/models/tiny_rgb/versions/1/ready").status_code == 200
-    assert_v2_error(client.get("/v2/models/tiny_rgb/versions/7/ready"), 404, "no version '7'")
+    assert_v2_error(client.get("/v2/models/tiny_rgb/versions/7/ready"), 404, "no version 7; versions: 1 (ready)")
     assert_v2_error(client.get("/v2/models/nope"), 404, "no model named 'nope'")
     config = client.get("/v2/models/tiny_gray/config").json()
     assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": [1, 8, 8]}]
@@ -244,7 +244,9 @@ def test_a_gzip_bomb_is_refused_without_inflating_it(make_client):
 
 def test_unknown_version_and_overload(make_client):
     client = make_client(max_queue_size=1)
-    assert_v2_error(client.post("/v2/models/tiny_rgb/versions/2/infer", json=json_request(solid(RED))), 404, "serves 1")
+    assert_v2_error(
+        client.post("/v2/models/tiny_rgb/versions/2/infer", json=json_request(solid(RED))), 404, "versions: 1 (ready)"
+    )
     response = client.post(INFER, json=json_request(np.concatenate([solid(RED)] * 2)))
     assert_v2_error(response, 429, "queued")
     assert int(response.headers["retry-after"]) >= 1
