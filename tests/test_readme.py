@@ -83,7 +83,15 @@ def test_every_setting_named_in_the_readme_exists():
 def client(tmp_path_factory):
     repo = tmp_path_factory.mktemp("readme")
     write_rgb(repo)
-    with TestClient(create_app(Settings(model_repository=repo, providers=["cpu"], intra_op_threads=1))) as client:
+    settings = Settings(  # as the README's explicit-control example runs: unload and load answer 200 too
+        model_repository=repo,
+        providers=["cpu"],
+        intra_op_threads=1,
+        model_control="explicit",
+        models=["tiny_rgb"],
+        repository_token="s3cret",
+    )
+    with TestClient(create_app(settings)) as client:
         wait_ready(client)
         yield client
 
@@ -123,7 +131,7 @@ def curl_request(command: str, samples: Path | None = None) -> dict:
         else:
             url = arg
     path = re.sub(r"^localhost:8000", "", url)
-    request["url"] = re.sub(r"(model=|/v[12]/models/)(lenet5|mobilenet_v2|resnet50)", r"\1tiny_rgb", path)
+    request["url"] = re.sub(r"(model=|/models/)(lenet5|mobilenet_v2|resnet50)", r"\1tiny_rgb", path)
     return request
 
 
