@@ -128,3 +128,20 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class CompareResult(BaseModel):
+    """One model's answer to `POST /v1/compare`: its predictions, or why it has none (`error`)."""
+
+    model: str
+    state: ModelState
+    version: int | None = None
+    weights: Weights | None = None
+    predictions: list[Prediction] = []
+    timing: Timing | None = None
+    batch_size: int | None = None
+    error: ErrorDetail | None = None
+
+
+class CompareResponse(BaseModel):
+    results: list[CompareResult]

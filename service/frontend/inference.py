@@ -10,7 +10,8 @@ from typing import TypeVar
 import numpy as np
 
 from modelrepo.schema import Weights
-from service.errors import DeadlineExceeded, InvalidImage, UnsupportedMediaType
+from service.config import Settings
+from service.errors import DeadlineExceeded, InvalidArgument, InvalidImage, UnsupportedMediaType
 from service.state import ServiceState
 from service.status import InferenceResult, ModelStatus, Reservation
 
@@ -28,6 +29,18 @@ class Answer:
     inference_ms: float
     batch_size: int
     version: int  # the model version that ran it
+
+
+def top_k_and_deadline(
+    settings: Settings, top_k: int | None, timeout_ms: float | None, received: float
+) -> tuple[int, float]:
+    """A REST request's `top_k` and `timeout_ms` checked against the settings (422), or their defaults."""
+    k = settings.default_top_k if top_k is None else top_k
+    if k > settings.max_top_k:
+        raise InvalidArgument(f"top_k must be between 1 and {settings.max_top_k}, got {k}")
+    if timeout_ms is not None and timeout_ms > settings.max_request_timeout_ms:
+        raise InvalidArgument(f"timeout_ms must be at most {settings.max_request_timeout_ms:g}, got {timeout_ms:g}")
+    return k, received + (timeout_ms or settings.request_timeout_ms) / 1000
 
 
 async def _unwatched(work: Awaitable[T]) -> T:

@@ -16,6 +16,8 @@ def inference_model(scope: Scope) -> tuple[str, str] | None:
     path = scope["path"]
     if path == "/v1/classify":
         return QueryParams(scope["query_string"]).get("model", ""), "v1"
+    if path == "/v1/compare":
+        return "", "compare"  # several models: counted as "unknown", by API
     if path.startswith(V2_MODELS) and path.endswith("/infer"):
         return path[len(V2_MODELS) :].split("/", 1)[0], "v2"  # ASGI paths are decoded already
     return None

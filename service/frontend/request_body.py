@@ -51,6 +51,35 @@ EXTRA_FORM_FIELDS = 16
 
 Images = list[tuple[str, bytes]]  # (name for error messages, encoded image)
 
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+# The bodies `read_images` takes, for OpenAPI (FastAPI cannot infer them from a raw Request): /docs then offers a
+# file upload for multipart and raw images ("Try it out").
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary", "description": "An image."}},
+                    "required": ["file"],
+                }
+            },
+            "image/jpeg": _BINARY,
+            "image/png": _BINARY,
+            "image/webp": _BINARY,
+            "application/octet-stream": _BINARY,
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "byte"}}},
+                    "required": ["images"],
+                }
+            },
+        },
+    }
+}
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing more than `limit` bytes: by Content-Length first, then by counting."""

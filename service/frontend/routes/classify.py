@@ -11,9 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from service.errors import InvalidArgument
-from service.frontend.inference import infer_images, weights_of
-from service.frontend.request_body import is_json, read_images, unless_disconnected
+from service.frontend.inference import infer_images, top_k_and_deadline, weights_of
+from service.frontend.request_body import IMAGE_BODY, is_json, read_images, unless_disconnected
 from service.schemas import ClassifyResponse, ErrorResponse, ImageResult, Prediction, Timing
 from service.state import ServiceState, get_state
 
@@ -22,7 +21,7 @@ router = APIRouter(tags=["classify"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 408, 413, 415, 422, 429, 431, 500, 503, 504)}
 
 
-@router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
+@router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=IMAGE_BODY)
 async def classify(
     request: Request,
     state: Annotated[ServiceState, Depends(get_state)],
@@ -43,12 +42,7 @@ async def classify(
     received = time.monotonic()
     settings = state.settings
     status = await state.models.ready(model, version)
-    k = settings.default_top_k if top_k is None else top_k
-    if k > settings.max_top_k:
-        raise InvalidArgument(f"top_k must be between 1 and {settings.max_top_k}, got {k}")
-    if timeout_ms is not None and timeout_ms > settings.max_request_timeout_ms:
-        raise InvalidArgument(f"timeout_ms must be at most {settings.max_request_timeout_ms:g}, got {timeout_ms:g}")
-    deadline = received + (timeout_ms or settings.request_timeout_ms) / 1000
+    k, deadline = top_k_and_deadline(settings, top_k, timeout_ms, received)
 
     images = await read_images(
         request, max_bytes=settings.max_request_bytes, max_images=settings.max_images_per_request
