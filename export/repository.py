@@ -70,12 +70,14 @@ def write_version(
     *,
     uint8: bool = False,
     quantization: Quantization | None = None,
+    measured: dict | None = None,
 ) -> Path:
-    """The exported file as a new version of the card's model (modelrepo/write.py: written atomically)."""
+    """The exported file as a new version of the card's model (modelrepo/write.py: written atomically). `measured`:
+    what export measured for the card (export/complexity.py: parameters and GFLOPs)."""
     channels, height, width = card.input_size
     spec = ModelSpec(
         name=card.name,
-        card=card.to_dict(),
+        card={**card.to_dict(), **(measured or {})},
         input=TensorSpec(name="input", dtype="uint8" if uint8 else "float32", shape=(-1, channels, height, width)),
         output=TensorSpec(name="logits", dtype="float32", shape=(-1, card.num_classes), layout="NC"),
         preprocessing=preprocessing_for(card).model_copy(update={"fused": uint8}),

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from export.complexity import complexity
 from export.parity import check_parity
 from export.quantize import agreement, calibration_set, quantize
 from export.repository import write_version
@@ -140,6 +141,7 @@ def export_one(name: str, args: argparse.Namespace) -> Path:
             args.version,
             uint8=args.uint8,
             quantization=quantization,
+            measured=complexity(model, card.input_size),
         )
 
 

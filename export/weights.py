@@ -96,7 +96,10 @@ def _imagenet(name: str, card: ModelCard) -> Loaded:
         state = CHECKPOINT_FILTERS[card.family](state)
     model = get_model(name, **card.weights_kwargs)
     model.load_state_dict(state, strict=True)
-    return Loaded(model.eval(), card, Weights(source="imagenet", uri=card.weights_url, sha256=_hub_sha256(card)))
+    weights = Weights(
+        source="imagenet", uri=card.weights_url, sha256=_hub_sha256(card), accuracy=card.published_accuracy
+    )
+    return Loaded(model.eval(), card, weights)
 
 
 def _hub_sha256(card: ModelCard) -> str | None:

@@ -30,6 +30,8 @@ class ModelCard:
     # preprocessing matches the transforms that checkpoint was evaluated with.
     weights_url: str | None = None
     weights_kwargs: dict = field(default_factory=dict)  # builder kwargs that checkpoint needs
+    # torchvision's published ImageNet top-1/top-5 of that checkpoint (models/published.py), for the card and page.
+    published_accuracy: dict = field(default_factory=dict)
 
     def __post_init__(self):
         channels = self.input_size[0]

@@ -8,6 +8,7 @@ from dataclasses import replace
 from torch import nn
 
 from models.card import ModelCard
+from models.published import published_accuracy
 
 
 class UnknownModelError(LookupError):
@@ -25,7 +26,8 @@ def register_model(**card_fields) -> Callable:
         name = builder.__name__
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} is already registered")
-        _CARDS[name] = ModelCard(name=name, **card_fields)
+        accuracy = published_accuracy(card_fields.get("weights_url"))
+        _CARDS[name] = ModelCard(name=name, **{"published_accuracy": accuracy, **card_fields})
         _BUILDERS[name] = builder
         return builder
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from export.complexity import complexity
 from export.to_onnx import main, resolve_names
 from export.weights import RandomWeightsWarning
 from modelrepo.checksum import sha256_file
@@ -54,6 +55,13 @@ def test_second_export_adds_a_version(repo):
     config = json.loads((repo / "lenet5" / "config.json").read_text())
     assert sorted(config["versions"]) == ["1", "2"]
     assert (repo / "lenet5" / "2" / "model.onnx").exists()
+
+
+def test_the_card_records_parameters_and_gflops_measured_at_export(repo):
+    card = json.loads((repo / "lenet5" / "config.json").read_text())["card"]
+    measured = complexity(get_model("lenet5"), (1, 32, 32))
+    assert card["params"] == measured["params"] > 0 and card["gflops"] == measured["gflops"] > 0
+    assert card["year"] == 1998 and card["paper"]
 
 
 def test_checkpoint_weights_and_labels(tmp_path):
