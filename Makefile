@@ -17,15 +17,19 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The deploy tests (tests/deploy/) put a real nginx in front of replicas: installed with apt-get when missing.
+# The deploy tests (tests/deploy/) put a real nginx in front of replicas, and the page's test
+# (tests/service/frontend/test_page.py) drives a real headless Chromium: installed with apt-get when missing.
 test-deps:
-	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	@missing=""; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="nginx"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null; then \
 			sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 			$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive \
-				apt-get install -y -q --no-install-recommends nginx; \
+				apt-get install -y -q --no-install-recommends $$missing; \
 		else \
-			echo "make test needs nginx for tests/deploy/: install it (brew install nginx, dnf install nginx)" >&2; \
+			echo "make test needs$$missing: install it (brew install nginx chromium, dnf install nginx chromium)" >&2; \
 			exit 1; \
 		fi; \
 	fi

@@ -21,7 +21,7 @@ from service.frontend.decode_pool import DecodePool
 from service.frontend.error_handlers import install_error_handlers
 from service.frontend.observe import ObserveInference
 from service.frontend.preprocess import configure_pillow
-from service.frontend.routes import classify, health, models, repository, v2
+from service.frontend.routes import classify, compare, health, models, page, repository, v2
 from service.frontend.v2_body import HEADER_LENGTH
 from service.metrics import Metrics
 from service.runtime import trim_periodically
@@ -106,8 +106,11 @@ def create_app(
             max_age=600,
         )
     app.include_router(classify.router)
+    app.include_router(compare.router)
     app.include_router(v2.router)
     app.include_router(models.router)
     app.include_router(repository.router)
     app.include_router(health.router)
+    app.include_router(page.router)
+    app.mount("/static", page.static_files(), name="static")
     return app

@@ -131,7 +131,7 @@ def curl_request(command: str, samples: Path | None = None) -> dict:
         else:
             url = arg
     path = re.sub(r"^localhost:8000", "", url)
-    request["url"] = re.sub(r"(model=|/models/)(lenet5|mobilenet_v2|resnet50)", r"\1tiny_rgb", path)
+    request["url"] = re.sub(r"\b(lenet5|mobilenet_v2|resnet50)\b", "tiny_rgb", path)
     return request
 
 
