@@ -2,9 +2,15 @@
 partial readiness reported per model, and classify's errors."""
 
 import re
+import threading
+import time
 
 import pytest
+from fastapi.testclient import TestClient
 
+import service.engine.loader
+from service.app import create_app
+from service.config import Settings
 from tests.service.conftest import image_bytes, write_gray, write_rgb
 
 RED = (255, 0, 0)
@@ -105,3 +111,28 @@ def test_openapi_lets_docs_send_a_file_and_names_every_error(client):
         assert content["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
         assert content["image/jpeg"]["schema"]["format"] == "binary"
         assert {"400", "404", "413", "415", "422", "503"} <= set(post["responses"])
+
+
+def test_a_model_still_loading_is_reported_not_fatal(repo, monkeypatch):
+    gate = threading.Event()
+    load = service.engine.loader._build_and_warm
+
+    def slow_gray(name, *args):
+        if name == "tiny_gray":
+            gate.wait(30)
+        return load(name, *args)
+
+    monkeypatch.setattr(service.engine.loader, "_build_and_warm", slow_gray)
+    settings = Settings(model_repository=repo, providers=["cpu"], intra_op_threads=1, models=["tiny_rgb", "tiny_gray"])
+    with TestClient(create_app(settings)) as client:
+        try:
+            deadline = time.monotonic() + 30
+            while client.get("/readyz").json()["models"]["tiny_rgb"] != "ready" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            body = client.post("/v1/compare", content=image_bytes(RED)).json()
+            results = {r["model"]: r for r in body["results"]}
+            assert results["tiny_rgb"]["predictions"][0]["label"] == "red"
+            assert results["tiny_gray"]["state"] == "loading"
+            assert results["tiny_gray"]["error"]["code"] == "model_not_ready"
+        finally:
+            gate.set()
