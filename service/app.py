@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from service.config import Settings
 from service.engine.models import in_process
@@ -87,7 +88,7 @@ def create_app(
                     await task
             decode_pool.shutdown()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="cnn-serve",
         summary="ONNX image classifiers with dynamic batching.",
         lifespan=lifespan,

@@ -61,6 +61,11 @@ function setPhoto(blob, type) {
 
 async function sample(name) {
   const response = await fetch(`/static/samples/${name}`);
+  if (!response.ok) {
+    showError(`The sample ${name} is missing (${response.status}).`);
+    return;
+  }
+  showError("");
   setPhoto(await response.blob());
 }
 

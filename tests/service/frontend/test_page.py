@@ -4,7 +4,6 @@ model; an undecodable file shows the service's own message and leaves the page w
 in test-artifacts/."""
 
 import shutil
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,6 +14,7 @@ from loadtest.server import ROOT, running_service
 from tests.service.conftest import image_bytes, write_model
 
 ARTIFACTS = ROOT / "test-artifacts"
+STATIC = ROOT / "service" / "frontend" / "static"
 TEN_LABELS = tuple(f"class {i}" for i in range(10))
 
 
@@ -94,7 +94,38 @@ def test_the_page_is_usable_by_keyboard(page):
 
 
 def test_the_page_needs_nothing_from_elsewhere():
-    static = Path(__file__).parents[3] / "service" / "frontend" / "static"
-    for file in static.glob("*.*"):
+    for file in STATIC.glob("*.*"):
         text = file.read_text()
         assert "http://" not in text and "https://" not in text, file
+
+
+def test_docs_uploads_a_file_to_classify_offline(page, service):
+    """/docs' scripts are served by the service; "Try it out" sends a file and shows the answer."""
+    elsewhere = []
+
+    def only_the_service(route):
+        if route.request.url.startswith(service):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.goto(service + "/docs")
+    operation = page.locator("#operations-classify-classify_v1_classify_post")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.locator("input[placeholder='model']").fill("ten_rgb")
+    operation.locator("input[type=file]").set_input_files(str(STATIC / "samples" / "cat.jpg"))
+    operation.get_by_role("button", name="Execute").click()
+    expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_contain_text("200")
+    expect(operation.locator(".live-responses-table")).to_contain_text("class ")
+    page.unroute("**/*")
+    assert elsewhere == []
+
+
+def test_the_page_and_its_samples_are_served(service):
+    assert httpx.get(service + "/").headers["content-type"].startswith("text/html")
+    for name, kind in (("cat.jpg", "image/jpeg"), ("coffee.jpg", "image/jpeg"), ("digit.png", "image/png")):
+        response = httpx.get(f"{service}/static/samples/{name}")
+        assert response.status_code == 200 and response.headers["content-type"] == kind
