@@ -15,7 +15,8 @@ from service.status import all_ready, device_errors
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Health}})
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+@router.head("/healthz", include_in_schema=False)
 async def healthz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
     """200 while the process can serve; 503 once a model's GPU has failed (a lost CUDA context does not come
     back), so that a liveness probe restarts the process instead of letting it answer 500s."""
@@ -24,7 +25,8 @@ async def healthz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONRes
     return JSONResponse(health.model_dump(mode="json", exclude_defaults=True), status_code=503 if failed else 200)
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"], response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.head("/readyz", include_in_schema=False)
 async def readyz(state: Annotated[ServiceState, Depends(get_state)]) -> JSONResponse:
     """200 once every configured model is loaded and warmed; 503 with each model's state until then."""
     statuses = await state.models.fresh_statuses()
