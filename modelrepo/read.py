@@ -57,14 +57,18 @@ def read_labels(path: Path, num_classes: int) -> tuple[str, ...]:
     return labels
 
 
+def _model_config(root: Path, name: str) -> tuple[Path, ModelConfig]:
+    folder = model_dir(root, name)
+    if not folder.is_dir():
+        raise RepositoryError(f"model {name!r} is not in the repository {str(root)!r}")
+    return folder, read_config(folder)
+
+
 def available_versions(root: Path, name: str) -> tuple[ModelConfig, dict[int, tuple]]:
     """config.json, and the versions it lists whose file is there, each with a fingerprint that changes when its
     entry or its file does (a service polling the repository reloads a version whose fingerprint changed).
     Removing a version's folder makes it unavailable."""
-    folder = model_dir(root, name)
-    if not folder.is_dir():
-        raise RepositoryError(f"model {name!r} is not in the repository {str(root)!r}")
-    config = read_config(folder)
+    folder, config = _model_config(root, name)
     available = {}
     for version, entry in config.versions.items():
         try:
@@ -77,10 +81,7 @@ def available_versions(root: Path, name: str) -> tuple[ModelConfig, dict[int, tu
 
 def load_source(root: Path, name: str, version: int | None = None) -> ModelSource:
     """Read and check `version` of `name` (default: the latest): config, sha256 of the ONNX file, labels."""
-    folder = model_dir(root, name)
-    if not folder.is_dir():
-        raise RepositoryError(f"model {name!r} is not in the repository {str(root)!r}")
-    config = read_config(folder)
+    folder, config = _model_config(root, name)
     if config.name != name:
         raise RepositoryError(f"{folder / CONFIG_FILE} names the model {config.name!r}, its folder is {name!r}")
     version = config.latest_version if version is None else version

@@ -68,11 +68,15 @@ def require(
             raise ModelNotFound(f"model {name!r} has no version {version}; versions: {known}")
         what, state, reason = f"{what} version {version}", found.state, found.reason
     if ready and state is not ModelState.READY:
-        detail = f": {reason}" if reason else ""
-        raise ModelNotReady(f"{what} is {state.value}{detail}")
+        raise not_ready(what, state, reason)
     if version is not None and found.source is not None:
         return replace(status, source=found.source, batching=found.batching)
     return status
+
+
+def not_ready(what: str, state: ModelState, reason: str | None) -> ModelNotReady:
+    """The 503 for `what` ("model 'x'", "model 'x' version 2") in `state`, with why."""
+    return ModelNotReady(f"{what} is {state.value}" + (f": {reason}" if reason else ""))
 
 
 def all_ready(statuses: Mapping[str, ModelStatus]) -> bool:

@@ -47,9 +47,8 @@ class _Version:
     number: int
     state: ModelState
     reason: str | None = None
-    fingerprint: tuple | None = (
-        None  # of the files it was loaded from, or failed on (not tried again until they change)
-    )
+    # Of the files it was loaded from, or failed on (not tried again until they change).
+    fingerprint: tuple | None = None
     loaded: LoadedModel | None = None
 
 
@@ -63,6 +62,11 @@ class _Model:
     def default(self) -> _Version | None:
         """The version requests naming none go to: the newest ready."""
         return max((v for v in self.versions.values() if v.state is READY), key=lambda v: v.number, default=None)
+
+    @property
+    def queue_depth(self) -> int:
+        """Images queued for any of its versions (one draining included)."""
+        return sum(v.loaded.batcher.queue_depth for v in self.versions.values() if v.loaded)
 
 
 class _InProcess:
@@ -306,7 +310,6 @@ class Models:
 
     async def _load_requested(self, name: str) -> list[str]:
         async with self._lock:
-            self._models.setdefault(name, _Model())
             return await self._reconcile(name, retry_failed=True)
 
     async def _unload_requested(self, name: str) -> None:
@@ -360,7 +363,7 @@ class Models:
             providers=tuple(engine.providers_in_use),
             bucket_sizes=tuple(engine.bucket_sizes),
             cuda_graph_batch_sizes=tuple(engine.cuda_graph_batch_sizes),
-            queue_depth=sum(v.loaded.batcher.queue_depth for v in model.versions.values() if v.loaded),
+            queue_depth=model.queue_depth,
             drain_rate=batcher.drain_rate,
             device_error=engine.device_error,
             versions=versions,
@@ -410,9 +413,7 @@ class Models:
     def refresh_gauges(self) -> None:
         self.metrics.models_ready.set(sum(s.state is READY for s in self._statuses.values()))
         for name, model in self._models.items():
-            self.metrics.queue_depth.labels(name).set(
-                sum(v.loaded.batcher.queue_depth for v in model.versions.values() if v.loaded)
-            )
+            self.metrics.queue_depth.labels(name).set(model.queue_depth)
             for v in model.versions.values():
                 labels = (name, str(v.number))
                 self.metrics.version_sessions.labels(*labels).set(v.loaded.engine.count if v.loaded else 0)

@@ -25,7 +25,7 @@ from service.config import Settings
 from service.errors import BadRequest, ClientClosedRequest, InvalidArgument, ServiceError
 from service.frontend.inference import infer_images, infer_tensor
 from service.frontend.model_metadata import model_config, model_metadata, server_metadata, version_number
-from service.frontend.routes.repository import check_control, index_entries, model_name, v2_index_entries
+from service.frontend.routes.repository import check_control, model_name, v2_index_entries
 from service.frontend.tensors import (
     BYTES,
     NUMERIC,
@@ -193,10 +193,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answering_errors
     async def RepositoryIndex(self, request, context):
-        entries = index_entries(await self.state.models.fresh_statuses())
-        if request.ready:
-            entries = [e for e in entries if e.state is ModelState.READY]
-        return json_format.ParseDict({"models": v2_index_entries(entries)}, service_pb2.RepositoryIndexResponse())
+        entries = v2_index_entries(await self.state.models.fresh_statuses(), request.ready)
+        return json_format.ParseDict({"models": entries}, service_pb2.RepositoryIndexResponse())
 
     @_answering_errors
     async def RepositoryModelLoad(self, request, context):

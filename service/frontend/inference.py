@@ -12,6 +12,7 @@ import numpy as np
 from modelrepo.schema import Weights
 from service.config import Settings
 from service.errors import DeadlineExceeded, InvalidArgument, InvalidImage, UnsupportedMediaType
+from service.frontend.decode_pool import Decoded
 from service.state import ServiceState
 from service.status import InferenceResult, ModelStatus, Reservation
 
@@ -85,6 +86,26 @@ async def infer_tensor(
         reservation.release()
 
 
+async def decode_images(
+    state: ServiceState,
+    status: ModelStatus,
+    images: Sequence[tuple[str, bytes]],
+    deadline: float,
+    embedded: bool,
+    out: Sequence[np.ndarray] | None = None,
+) -> list[Decoded]:
+    """`images` decoded with `status`'s preprocessing (into `out` when given), each timed in /metrics."""
+    try:
+        decoded = await state.decode_pool.decode(images, state.preprocessor(status), deadline, out)
+    except UnsupportedMediaType as e:
+        if not embedded:
+            raise
+        raise InvalidImage(e.message) from e
+    for d in decoded:
+        state.metrics.decode_time.labels(d.lane).observe(d.decode_ms / 1000)
+    return decoded
+
+
 async def _decode_and_run(
     state: ServiceState,
     status: ModelStatus,
@@ -93,14 +114,7 @@ async def _decode_and_run(
     deadline: float,
     embedded: bool,
 ) -> list[Answer]:
-    try:
-        decoded = await state.decode_pool.decode(images, state.preprocessor(status), deadline, reservation.buffers)
-    except UnsupportedMediaType as e:
-        if not embedded:
-            raise
-        raise InvalidImage(e.message) from e
-    for d in decoded:
-        state.metrics.decode_time.labels(d.lane).observe(d.decode_ms / 1000)
+    decoded = await decode_images(state, status, images, deadline, embedded, reservation.buffers)
     if time.monotonic() >= deadline:
         raise DeadlineExceeded("deadline passed while decoding")
     results = await state.models.infer(status, reservation, [d.array for d in decoded], deadline)

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from service.errors import InvalidImage, ModelNotReady, ServiceError, UnsupportedMediaType
-from service.frontend.inference import infer_tensor, top_k_and_deadline, weights_of
+from service.errors import ModelNotReady, ServiceError
+from service.frontend.inference import decode_images, infer_tensor, top_k_and_deadline, weights_of
 from service.frontend.request_body import IMAGE_BODY, is_json, read_images, unless_disconnected
 from service.schemas import CompareResponse, CompareResult, ErrorDetail, ErrorResponse, ModelState, Prediction, Timing
 from service.state import ServiceState, get_state
-from service.status import ModelStatus, require
+from service.status import ModelStatus, not_ready, require
 
 router = APIRouter(tags=["classify"])
 
@@ -54,7 +54,7 @@ async def compare(
     watch = functools.partial(unless_disconnected, request)
     answers = await watch(_run_all(state, ready, images, deadline, is_json(request), k))
     return CompareResponse(
-        results=[answers.get(s.name) or _not_ready(s) for s in wanted],
+        results=[answers.get(s.name) or _failed(s, not_ready(f"model {s.name!r}", s.state, s.reason)) for s in wanted],
     )
 
 
@@ -65,31 +65,22 @@ async def _run_all(state: ServiceState, ready: list[ModelStatus], images, deadli
     for status in ready:
         config = status.source.config
         groups.setdefault((config.preprocessing, config.input.dtype, config.input.shape), []).append(status)
-    decoded = await asyncio.gather(*(_decode(state, group[0], images, deadline, embedded) for group in groups.values()))
+    decoded = await asyncio.gather(
+        *(decode_images(state, group[0], images, deadline, embedded) for group in groups.values())
+    )
     runs = [
-        _run_one(state, status, array, decode_ms, deadline, k)
-        for (array, decode_ms), group in zip(decoded, groups.values(), strict=True)
+        _run_one(state, status, image.array, image.decode_ms, deadline, k)
+        for (image,), group in zip(decoded, groups.values(), strict=True)
         for status in group
     ]
     return {result.model: result for result in await asyncio.gather(*runs)}
-
-
-async def _decode(state: ServiceState, status: ModelStatus, images, deadline: float, embedded: bool):
-    try:
-        (decoded,) = await state.decode_pool.decode(images, state.preprocessor(status), deadline)
-    except UnsupportedMediaType as e:
-        if not embedded:
-            raise
-        raise InvalidImage(e.message) from e
-    state.metrics.decode_time.labels(decoded.lane).observe(decoded.decode_ms / 1000)
-    return decoded.array, decoded.decode_ms
 
 
 async def _run_one(state, status: ModelStatus, array, decode_ms: float, deadline: float, k: int) -> CompareResult:
     try:
         (answer,) = await infer_tensor(state, status, array[None], deadline)
     except ServiceError as e:  # this model's refusal or failure; the others answer
-        return CompareResult(model=status.name, state=status.state, error=ErrorDetail(code=e.code, message=e.message))
+        return _failed(status, e)
     return CompareResult(
         model=status.name,
         state=status.state,
@@ -101,9 +92,7 @@ async def _run_one(state, status: ModelStatus, array, decode_ms: float, deadline
     )
 
 
-def _not_ready(status: ModelStatus) -> CompareResult:
-    detail = f": {status.reason}" if status.reason else ""
-    message = f"model {status.name!r} is {status.state.value}{detail}"
+def _failed(status: ModelStatus, error: ServiceError) -> CompareResult:
     return CompareResult(
-        model=status.name, state=status.state, error=ErrorDetail(code=ModelNotReady.code, message=message)
+        model=status.name, state=status.state, error=ErrorDetail(code=error.code, message=error.message)
     )

@@ -1,5 +1,5 @@
 """The repository API, after Triton's model repository extension: `GET /v1/repository/index` lists every model
-and version with its state, reason, sessions and memory; `POST /v1/repository/models/{name}/load` and `/unload`
+and version with its state, reason, sessions and weights held; `POST /v1/repository/models/{name}/load` and `/unload`
 change what is served. V2's paths answer the same: `POST /v2/repository/index`,
 `POST /v2/repository/models/{name}/load` and `/unload`.
 
@@ -97,18 +97,16 @@ async def unload(name: str, state: State) -> RepositoryIndex:
 @router.post("/v2/repository/index", tags=["v2"])
 async def v2_index(state: State, body: Annotated[dict | None, Body()] = None) -> list[dict]:
     """Triton's index: `{"ready": true}` lists only the ready versions."""
-    entries = index_entries(await state.models.fresh_statuses())
-    if isinstance(body, dict) and body.get("ready"):
-        entries = [e for e in entries if e.state is ModelState.READY]
-    return v2_index_entries(entries)
+    return v2_index_entries(await state.models.fresh_statuses(), isinstance(body, dict) and bool(body.get("ready")))
 
 
-def v2_index_entries(entries: list[RepositoryEntry]) -> list[dict]:
+def v2_index_entries(statuses: Mapping[str, ModelStatus], ready_only: bool) -> list[dict]:
     """Triton's index entries (HTTP's JSON, gRPC's ModelIndex): a version that failed is UNAVAILABLE, with why."""
     return [
         {"name": e.name, "version": "" if e.version is None else str(e.version), "state": _TRITON_STATE[e.state]}
         | ({"reason": e.reason} if e.reason else {})
-        for e in entries
+        for e in index_entries(statuses)
+        if e.state is ModelState.READY or not ready_only
     ]
 
 
